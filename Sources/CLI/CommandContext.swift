@@ -1,0 +1,94 @@
+import ArgumentParser
+import Config
+import ControlPlane
+import Core
+import Foundation
+import Logging
+import PostgresNIO
+
+/// What every command needs: the settings, a logger, the control database.
+struct CommandContext {
+    let settings: Settings
+    let logger: Logger
+
+    /// `TENANTPLANE_LOG_LEVEL` (trace … critical) overrides the command's default.
+    init(defaultLogLevel: Logger.Level = .warning) throws {
+        settings = try Settings.load()
+        var logger = Logger(label: "tenantplane")
+        logger.logLevel = ProcessInfo.processInfo.environment["TENANTPLANE_LOG_LEVEL"]
+            .flatMap(Logger.Level.init(rawValue:)) ?? defaultLogLevel
+        self.logger = logger
+    }
+
+    var actor: ControlPlane.Actor { .cli(user: ProcessInfo.processInfo.environment["USER"]) }
+
+    var secrets: SecretBox? { settings.masterKey.map(SecretBox.init(masterKey:)) }
+
+    func requireSecrets() throws -> SecretBox {
+        SecretBox(masterKey: try settings.requireMasterKey())
+    }
+
+    /// Runs `body` against the control database on one connection.
+    func withControl<Result: Sendable>(_ body: (ControlStore) async throws -> Result) async throws -> Result {
+        let url = try settings.requireControlURL()
+        return try await DatabaseConnection.with(url, logger: logger) { connection in
+            try await body(ControlStore(connection: connection, logger: logger))
+        }
+    }
+}
+
+/// Runs a command's work; a failure becomes one line on stderr and exit code 1.
+func reportingFailures(_ body: () async throws -> Void) async throws {
+    do {
+        try await body()
+    } catch let error as ExitCode {
+        throw error
+    } catch {
+        let failure = OperatorFailure(error)
+        let text = failure.internalDetail.map { "\(failure.message): \($0)" } ?? failure.message
+        FileHandle.standardError.write(Data("tenantplane: \(text)\n".utf8))
+        throw ExitCode.failure
+    }
+}
+
+enum Output {
+    static let encoder: JSONEncoder = {
+        let encoder = JSONEncoder()
+        encoder.keyEncodingStrategy = .convertToSnakeCase
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        encoder.dateEncodingStrategy = .iso8601
+        return encoder
+    }()
+
+    static func json(_ value: some Encodable) throws {
+        let data = try encoder.encode(value)
+        FileHandle.standardOutput.write(data)
+        FileHandle.standardOutput.write(Data("\n".utf8))
+    }
+
+    static func line(_ text: String) {
+        FileHandle.standardOutput.write(Data((text + "\n").utf8))
+    }
+
+    /// Stderr, for progress and warnings that scripts reading stdout must not see.
+    static func note(_ text: String) {
+        FileHandle.standardError.write(Data((text + "\n").utf8))
+    }
+
+    /// Columns padded to the widest cell.
+    static func table(_ header: [String], _ rows: [[String]]) {
+        let all = [header] + rows
+        let widths = header.indices.map { column in all.map { $0[column].count }.max() ?? 0 }
+        for row in all {
+            line(
+                row.enumerated().map { index, cell in
+                    index == row.count - 1 ? cell : cell.padding(toLength: widths[index], withPad: " ", startingAt: 0)
+                }.joined(separator: "  "))
+        }
+    }
+}
+
+struct JSONFlag: ParsableArguments {
+    @Flag(name: .long, help: "Print JSON instead of text.")
+    var json = false
+}

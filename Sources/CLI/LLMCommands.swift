@@ -1,0 +1,187 @@
+import ArgumentParser
+import Config
+import ControlPlane
+
+extension Tenantplane {
+    struct LLM: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "llm",
+            abstract: "Manage the LLM catalog: providers, models, per-step defaults.",
+            subcommands: [Provider.self, Model.self, Default.self, Resolve.self]
+        )
+    }
+}
+
+extension Tenantplane.LLM {
+    struct Provider: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "LLM providers (claude, gemini, openai, local are built in).",
+            subcommands: [Add.self, List.self]
+        )
+
+        struct Add: AsyncParsableCommand {
+            static let configuration = CommandConfiguration(abstract: "Register a provider.")
+
+            @Argument(help: "Provider id (a-z, 0-9, '_', '-').") var id: String
+            @Option(name: .long, help: "Display name.") var name: String
+            @Option(name: .customLong("base-url"), help: "API base URL (http:// or https://).") var baseURL: String?
+            @Option(name: .long, help: "Wire protocol: openai, anthropic, gemini or local.")
+            var style: String = "openai"
+            @OptionGroup var output: JSONFlag
+
+            func run() async throws {
+                try await reportingFailures {
+                    guard let style = ProviderStyle(rawValue: style) else {
+                        throw ControlError.invalid("provider style must be openai, anthropic, gemini or local")
+                    }
+                    let context = try CommandContext()
+                    let provider = try await context.withControl { store in
+                        try await store.audited(context.actor, action: "llm.provider.add", resourceType: "llm_provider", resourceId: id) {
+                            try await store.addProvider(
+                                LLMProvider(id: id, displayName: name, apiBaseURL: baseURL, isActive: true, apiStyle: style))
+                        }
+                    }
+                    if output.json { try Output.json(provider) } else { Output.line("added provider \(provider.id)") }
+                }
+            }
+        }
+
+        struct List: AsyncParsableCommand {
+            static let configuration = CommandConfiguration(abstract: "List providers.")
+            @OptionGroup var output: JSONFlag
+
+            func run() async throws {
+                try await reportingFailures {
+                    let context = try CommandContext()
+                    let providers = try await context.withControl { try await $0.providers() }
+                    if output.json { return try Output.json(providers) }
+                    Output.table(
+                        ["ID", "NAME", "STYLE", "ACTIVE", "BASE URL"],
+                        providers.map {
+                            [$0.id, $0.displayName, $0.apiStyle?.rawValue ?? "-", $0.isActive ? "yes" : "no", $0.apiBaseURL ?? "-"]
+                        })
+                }
+            }
+        }
+    }
+
+    struct Model: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "LLM models, each of a provider and a class (pro or standard).",
+            subcommands: [Add.self, List.self]
+        )
+
+        struct Add: AsyncParsableCommand {
+            static let configuration = CommandConfiguration(abstract: "Register a model.")
+
+            @Option(name: .long, help: "Provider id.") var provider: String
+            @Option(name: .long, help: "Model name as the provider's API knows it.") var name: String
+            @Option(name: .customLong("class"), help: "pro or standard.") var modelClass: String
+            @OptionGroup var output: JSONFlag
+
+            func run() async throws {
+                try await reportingFailures {
+                    let modelClass = try ModelClass(validating: modelClass)
+                    let context = try CommandContext()
+                    let model = try await context.withControl { store in
+                        try await store.audited(context.actor, action: "llm.model.add", resourceType: "llm_model", resourceId: "\(provider)/\(name)") {
+                            try await store.addModel(providerId: provider, modelName: name, modelClass: modelClass)
+                        }
+                    }
+                    if output.json {
+                        try Output.json(model)
+                    } else {
+                        Output.line("added model \(model.modelName) (\(model.providerId), \(model.modelClass.rawValue))")
+                    }
+                }
+            }
+        }
+
+        struct List: AsyncParsableCommand {
+            static let configuration = CommandConfiguration(abstract: "List models.")
+            @OptionGroup var output: JSONFlag
+
+            func run() async throws {
+                try await reportingFailures {
+                    let context = try CommandContext()
+                    let models = try await context.withControl { try await $0.models() }
+                    if output.json { return try Output.json(models) }
+                    Output.table(
+                        ["ID", "PROVIDER", "MODEL", "CLASS", "ACTIVE"],
+                        models.map { [String($0.id), $0.providerId, $0.modelName, $0.modelClass.rawValue, $0.isActive ? "yes" : "no"] })
+                }
+            }
+        }
+    }
+
+    struct Default: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Which provider and class each step uses (step * is the fallback for every other step).",
+            subcommands: [Set.self, List.self]
+        )
+
+        struct Set: AsyncParsableCommand {
+            static let configuration = CommandConfiguration(abstract: "Set a step's provider and model class.")
+
+            @Argument(help: "Step name, or * for every step without its own default.") var step: String
+            @Option(name: .long, help: "Provider id.") var provider: String
+            @Option(name: .customLong("class"), help: "pro or standard.") var modelClass: String
+            @OptionGroup var output: JSONFlag
+
+            func run() async throws {
+                try await reportingFailures {
+                    let modelClass = try ModelClass(validating: modelClass)
+                    let context = try CommandContext()
+                    let result = try await context.withControl { store in
+                        try await store.audited(context.actor, action: "llm.default.set", resourceType: "step_llm_default", resourceId: step) {
+                            try await store.setStepDefault(step: step, providerId: provider, modelClass: modelClass)
+                        }
+                    }
+                    if output.json {
+                        try Output.json(result)
+                    } else {
+                        Output.line("step \(result.step) uses \(result.providerId), class \(result.modelClass.rawValue)")
+                    }
+                }
+            }
+        }
+
+        struct List: AsyncParsableCommand {
+            static let configuration = CommandConfiguration(abstract: "List step defaults.")
+            @OptionGroup var output: JSONFlag
+
+            func run() async throws {
+                try await reportingFailures {
+                    let context = try CommandContext()
+                    let defaults = try await context.withControl { try await $0.stepDefaults() }
+                    if output.json { return try Output.json(defaults) }
+                    Output.table(["STEP", "PROVIDER", "CLASS"], defaults.map { [$0.step, $0.providerId, $0.modelClass.rawValue] })
+                }
+            }
+        }
+    }
+
+    struct Resolve: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Show which model a step would run with, and why.",
+            discussion: """
+                Rule: the step's own row of step_llm_defaults, else the fallback row (step *); then the \
+                provider's first active model of that class. A step with neither row is an error.
+                """
+        )
+
+        @Argument(help: "Step name.") var step: String
+        @OptionGroup var output: JSONFlag
+
+        func run() async throws {
+            try await reportingFailures {
+                let context = try CommandContext()
+                let resolution = try await context.withControl { try await $0.resolveModel(step: step) }
+                if output.json { return try Output.json(resolution) }
+                let why = resolution.reason == .stepDefault ? "the step's default" : "the fallback default (step *)"
+                Output.line(
+                    "\(resolution.step): provider \(resolution.providerId), model \(resolution.modelName) (class \(resolution.modelClass.rawValue), from \(why))")
+            }
+        }
+    }
+}

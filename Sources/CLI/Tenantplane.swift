@@ -1,0 +1,21 @@
+// CLI: the operator's commands (swift-argument-parser). Each command is a thin
+// shell over the library modules: parse, call, print (text or --json), and turn
+// a failure into one line on stderr and a non-zero exit.
+import ArgumentParser
+
+public struct Tenantplane: AsyncParsableCommand {
+    public static let configuration = CommandConfiguration(
+        commandName: "tenantplane",
+        abstract: "Control plane for SaaS platforms that give every customer its own PostgreSQL database.",
+        discussion: """
+            Configuration comes from the environment (the environment wins over the file named by \
+            TENANTPLANE_CONFIG_FILE, default .tenantplane/env): TENANTPLANE_CONTROL_URL, \
+            TENANTPLANE_MASTER_KEY or TENANTPLANE_MASTER_KEY_FILE, TENANTPLANE_ADMIN_TOKEN, TENANTPLANE_STORAGE, \
+            TENANTPLANE_CONTROL_MIGRATIONS, TENANTPLANE_TENANT_MIGRATIONS, TENANTPLANE_CONNECTION_BUDGET, \
+            TENANTPLANE_POOL_WAIT, TENANTPLANE_MAX_UPLOAD_BYTES, TENANTPLANE_LOG_LEVEL.
+            """,
+        subcommands: [Migrate.self, Server.self, LLM.self, Serve.self]
+    )
+
+    public init() {}
+}

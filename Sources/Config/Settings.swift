@@ -1,0 +1,162 @@
+// Config: everything tenantplane reads from its environment (and the
+// optional config file that mirrors it). Nothing else reads the environment.
+import Core
+import Foundation
+
+/// The process's configuration. Values a command does not need may be absent;
+/// `require…` turns an absent one into a one-line error that says how to fix it.
+public struct Settings: Sendable {
+    public var controlURL: PostgresURL?
+    public var masterKey: MasterKey?
+    public var adminToken: String?
+    public var storageRoot: String
+    public var controlMigrationsDirectory: String
+    public var tenantMigrationsDirectory: String
+    public var connectionBudget: Int
+    public var controlPoolSize: Int
+    public var poolWait: Duration
+    public var maxUploadBytes: Int
+    /// API keys of LLM providers, by provider id (`TENANTPLANE_<ID>_API_KEY`).
+    public var providerKeys: [String: String]
+
+    /// Reads the configuration. The environment wins over the config file
+    /// (`TENANTPLANE_CONFIG_FILE`, default `.tenantplane/env` when it exists),
+    /// which holds `KEY=VALUE` lines.
+    public static func load(
+        environment: [String: String] = ProcessInfo.processInfo.environment,
+        workingDirectory: String = FileManager.default.currentDirectoryPath
+    ) throws(ConfigurationError) -> Settings {
+        var values = try configFile(environment: environment, workingDirectory: workingDirectory)
+        values.merge(environment) { _, fromEnvironment in fromEnvironment }
+        return try Settings(values: values, workingDirectory: workingDirectory)
+    }
+
+    init(values: [String: String], workingDirectory: String) throws(ConfigurationError) {
+        func value(_ key: String) -> String? {
+            guard let raw = values[key]?.trimmingCharacters(in: .whitespaces), !raw.isEmpty else { return nil }
+            return raw
+        }
+        func integer(_ key: String, default fallback: Int, range: ClosedRange<Int>) throws(ConfigurationError) -> Int {
+            guard let raw = value(key) else { return fallback }
+            guard let number = Int(raw), range.contains(number) else {
+                throw .invalid(key, "must be a whole number from \(range.lowerBound) to \(range.upperBound)")
+            }
+            return number
+        }
+
+        if let raw = value("TENANTPLANE_CONTROL_URL") {
+            do {
+                controlURL = try PostgresURL(raw)
+            } catch {
+                throw .invalid("TENANTPLANE_CONTROL_URL", error.message)
+            }
+        }
+        if let raw = value("TENANTPLANE_MASTER_KEY") {
+            masterKey = try MasterKey(base64: raw, source: "TENANTPLANE_MASTER_KEY")
+        } else if let path = value("TENANTPLANE_MASTER_KEY_FILE") {
+            guard let contents = try? String(contentsOfFile: path, encoding: .utf8) else {
+                throw .invalid("TENANTPLANE_MASTER_KEY_FILE", "cannot read \(path)")
+            }
+            masterKey = try MasterKey(
+                base64: contents.trimmingCharacters(in: .whitespacesAndNewlines), source: "TENANTPLANE_MASTER_KEY_FILE")
+        }
+        adminToken = value("TENANTPLANE_ADMIN_TOKEN")
+        if let token = adminToken, token.utf8.count < 16 {
+            throw .invalid("TENANTPLANE_ADMIN_TOKEN", "must be at least 16 characters")
+        }
+        storageRoot = value("TENANTPLANE_STORAGE") ?? "./storage"
+        controlMigrationsDirectory =
+            value("TENANTPLANE_CONTROL_MIGRATIONS")
+            ?? Self.bundledDirectory("control-migrations", workingDirectory: workingDirectory)
+        tenantMigrationsDirectory =
+            value("TENANTPLANE_TENANT_MIGRATIONS")
+            ?? Self.bundledDirectory("tenant-migrations", workingDirectory: workingDirectory)
+        connectionBudget = try integer("TENANTPLANE_CONNECTION_BUDGET", default: 80, range: 2...10_000)
+        controlPoolSize = try integer("TENANTPLANE_CONTROL_POOL", default: 10, range: 1...1_000)
+        let waitMilliseconds = try milliseconds(value("TENANTPLANE_POOL_WAIT"), key: "TENANTPLANE_POOL_WAIT")
+        poolWait = .milliseconds(waitMilliseconds ?? 5_000)
+        maxUploadBytes = try integer(
+            "TENANTPLANE_MAX_UPLOAD_BYTES", default: 100 * 1024 * 1024, range: 1...(1 << 40))
+        var keys: [String: String] = [:]
+        for (key, secret) in values where key.hasPrefix("TENANTPLANE_") && key.hasSuffix("_API_KEY") {
+            let provider = key.dropFirst("TENANTPLANE_".count).dropLast("_API_KEY".count).lowercased()
+            if !provider.isEmpty, !secret.isEmpty { keys[provider] = secret }
+        }
+        providerKeys = keys
+    }
+
+    public func requireControlURL() throws(ConfigurationError) -> PostgresURL {
+        guard let controlURL else { throw .missing(.controlURL) }
+        return controlURL
+    }
+
+    public func requireMasterKey() throws(ConfigurationError) -> MasterKey {
+        guard let masterKey else { throw .missing(.masterKey) }
+        return masterKey
+    }
+
+    public func requireAdminToken() throws(ConfigurationError) -> String {
+        guard let adminToken else { throw .missing(.adminToken) }
+        return adminToken
+    }
+
+    /// The repository's migration folder: in the working directory, or beside
+    /// the binary's build folder (`<repo>/.build/…/tenantplane`).
+    static func bundledDirectory(_ name: String, workingDirectory: String) -> String {
+        let fileManager = FileManager.default
+        let inWorkingDirectory = URL(fileURLWithPath: workingDirectory).appendingPathComponent(name).path
+        if fileManager.fileExists(atPath: inWorkingDirectory) { return inWorkingDirectory }
+        var directory = URL(fileURLWithPath: CommandLine.arguments.first ?? ".").resolvingSymlinksInPath()
+            .deletingLastPathComponent()
+        for _ in 0..<6 {
+            let candidate = directory.appendingPathComponent(name).path
+            if fileManager.fileExists(atPath: candidate) { return candidate }
+            directory.deleteLastPathComponent()
+        }
+        return inWorkingDirectory
+    }
+
+    static func configFile(
+        environment: [String: String], workingDirectory: String
+    ) throws(ConfigurationError) -> [String: String] {
+        let explicit = environment["TENANTPLANE_CONFIG_FILE"].flatMap { $0.isEmpty ? nil : $0 }
+        let path = explicit ?? URL(fileURLWithPath: workingDirectory).appendingPathComponent(".tenantplane/env").path
+        guard FileManager.default.fileExists(atPath: path) else {
+            if explicit != nil { throw .invalid("TENANTPLANE_CONFIG_FILE", "names \(path), which does not exist") }
+            return [:]
+        }
+        guard let handle = FileHandle(forReadingAtPath: path), let data = try? handle.readToEnd() ?? Data() else {
+            throw .invalid("TENANTPLANE_CONFIG_FILE", "cannot read \(path)")
+        }
+        let contents = String(decoding: data, as: UTF8.self)
+        var values: [String: String] = [:]
+        for line in contents.split(whereSeparator: \.isNewline) {
+            let trimmed = line.trimmingCharacters(in: .whitespaces)
+            guard !trimmed.isEmpty, !trimmed.hasPrefix("#"), let equals = trimmed.firstIndex(of: "=") else { continue }
+            let key = trimmed[..<equals].trimmingCharacters(in: .whitespaces)
+                .replacingOccurrences(of: "export ", with: "")
+            var value = trimmed[trimmed.index(after: equals)...].trimmingCharacters(in: .whitespaces)
+            if value.count >= 2, let first = value.first, first == "'" || first == "\"", value.last == first {
+                value = String(value.dropFirst().dropLast())
+            }
+            values[key] = value
+        }
+        return values
+    }
+}
+
+func milliseconds(_ raw: String?, key: String) throws(ConfigurationError) -> Int? {
+    guard let raw else { return nil }
+    let number: Double?
+    if raw.hasSuffix("ms") {
+        number = Double(raw.dropLast(2))
+    } else if raw.hasSuffix("s") {
+        number = Double(raw.dropLast()).map { $0 * 1000 }
+    } else {
+        number = Double(raw).map { $0 * 1000 }
+    }
+    guard let number, number >= 0, number <= 3_600_000 else {
+        throw .invalid(key, "must be a duration such as 5, 5s or 500ms")
+    }
+    return Int(number)
+}

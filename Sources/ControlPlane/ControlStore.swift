@@ -1,0 +1,33 @@
+// ControlPlane: the control database — tenants and the servers they live on,
+// API keys, the LLM catalog and the admin audit trail — and the secrets kept in
+// it. Every read and write of the control database goes through ControlStore.
+import Core
+import Logging
+import PostgresNIO
+
+/// The control database, reached through one connection (a pooled one in the
+/// server, a plain one in the CLI).
+public struct ControlStore: Sendable {
+    public let connection: PostgresConnection
+    public let logger: Logger
+
+    public init(connection: PostgresConnection, logger: Logger) {
+        self.connection = connection
+        self.logger = logger
+    }
+
+    /// Runs `body` in one transaction of the control database.
+    public func transaction<Result>(_ body: (ControlStore) async throws -> Result) async throws -> Result {
+        try await connection.transaction(logger: logger) { _ in try await body(self) }
+    }
+}
+
+/// Who performed an admin action, for the audit trail.
+public struct Actor: Sendable, Hashable, CustomStringConvertible {
+    public let name: String
+    public init(_ name: String) { self.name = name }
+    public var description: String { name }
+
+    public static let adminToken = Actor("admin-api")
+    public static func cli(user: String?) -> Actor { Actor("cli:\(user ?? "unknown")") }
+}

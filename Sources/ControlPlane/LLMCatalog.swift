@@ -1,0 +1,263 @@
+import Core
+import Foundation
+import PostgresNIO
+
+public enum ModelClass: String, Sendable, Codable, CaseIterable {
+    case pro, standard
+
+    public init(validating raw: String) throws(ControlError) {
+        guard let value = ModelClass(rawValue: raw) else {
+            throw .invalid("model class must be 'pro' or 'standard'")
+        }
+        self = value
+    }
+}
+
+public enum ProviderStyle: String, Sendable, Codable, CaseIterable {
+    case openai, anthropic, gemini, local
+}
+
+public struct LLMProvider: Sendable, Codable, Equatable {
+    public var id: String
+    public var displayName: String
+    public var apiBaseURL: String?
+    public var isActive: Bool
+    public var apiStyle: ProviderStyle?
+
+    enum CodingKeys: String, CodingKey {
+        case id, displayName, isActive, apiStyle
+        case apiBaseURL = "apiBaseUrl"
+    }
+
+    public init(id: String, displayName: String, apiBaseURL: String?, isActive: Bool, apiStyle: ProviderStyle?) {
+        self.id = id
+        self.displayName = displayName
+        self.apiBaseURL = apiBaseURL
+        self.isActive = isActive
+        self.apiStyle = apiStyle
+    }
+}
+
+public struct LLMModel: Sendable, Codable, Equatable {
+    public var id: Int
+    public var providerId: String
+    public var modelName: String
+    public var modelClass: ModelClass
+    public var isActive: Bool
+}
+
+public struct StepDefault: Sendable, Codable, Equatable {
+    public var step: String
+    public var providerId: String
+    public var modelClass: ModelClass
+}
+
+/// The model a step runs with, and why that one.
+public struct ModelResolution: Sendable, Codable, Equatable {
+    public enum Reason: String, Sendable, Codable {
+        /// The run's `config.models[step]` named it.
+        case runOverride = "run_override"
+        /// `step_llm_defaults` has a row for the step.
+        case stepDefault = "step_default"
+        /// No row for the step: the catch-all row (step `*`) applied.
+        case fallbackDefault = "fallback_default"
+    }
+
+    public var step: String
+    public var providerId: String
+    public var modelName: String
+    public var modelClass: ModelClass
+    public var reason: Reason
+}
+
+/// Step names: `^[a-z][a-z0-9_-]{0,62}$`.
+public enum StepName {
+    /// The `step_llm_defaults` row that applies to every step without its own.
+    public static let fallback = "*"
+
+    public static func isValid(_ name: String) -> Bool {
+        let bytes = Array(name.utf8)
+        guard (1...63).contains(bytes.count), bytes[0] >= 0x61, bytes[0] <= 0x7A else { return false }
+        return bytes.allSatisfy {
+            ($0 >= 0x61 && $0 <= 0x7A) || ($0 >= 0x30 && $0 <= 0x39) || $0 == 0x5F || $0 == 0x2D
+        }
+    }
+}
+
+extension ControlStore {
+    static func validateProviderID(_ id: String) throws(ControlError) {
+        let bytes = Array(id.utf8)
+        guard (2...32).contains(bytes.count), bytes[0] >= 0x61, bytes[0] <= 0x7A,
+            bytes.allSatisfy({ ($0 >= 0x61 && $0 <= 0x7A) || ($0 >= 0x30 && $0 <= 0x39) || $0 == 0x5F || $0 == 0x2D })
+        else { throw .invalid("provider id must be 2-32 characters of a-z, 0-9, '_' and '-', starting with a letter") }
+    }
+
+    public func addProvider(_ provider: LLMProvider) async throws -> LLMProvider {
+        try Self.validateProviderID(provider.id)
+        guard !provider.displayName.trimmingCharacters(in: .whitespaces).isEmpty else {
+            throw ControlError.invalid("provider display name must not be empty")
+        }
+        if let url = provider.apiBaseURL {
+            guard url.hasPrefix("http://") || url.hasPrefix("https://") else {
+                throw ControlError.invalid("api base URL must start with http:// or https://")
+            }
+        }
+        do {
+            try await connection.query(
+                """
+                INSERT INTO llm_providers (id, display_name, api_base_url, is_active, api_style)
+                VALUES (\(provider.id), \(provider.displayName), \(provider.apiBaseURL), \(provider.isActive),
+                        \(provider.apiStyle?.rawValue))
+                """,
+                logger: logger)
+        } catch where error.sqlState == "23505" {
+            throw ControlError.alreadyExists("provider \(provider.id) already exists")
+        }
+        return provider
+    }
+
+    public func providers() async throws -> [LLMProvider] {
+        let rows = try await connection.query(
+            """
+            SELECT id, display_name, api_base_url, COALESCE(is_active, true), api_style
+            FROM llm_providers ORDER BY id
+            """,
+            logger: logger)
+        var result: [LLMProvider] = []
+        for try await (id, name, url, active, style) in rows.decode((String, String, String?, Bool, String?).self) {
+            result.append(
+                LLMProvider(
+                    id: id, displayName: name, apiBaseURL: url, isActive: active,
+                    apiStyle: style.flatMap(ProviderStyle.init(rawValue:))))
+        }
+        return result
+    }
+
+    public func provider(id: String) async throws -> LLMProvider? {
+        try await providers().first { $0.id == id }
+    }
+
+    public func addModel(providerId: String, modelName: String, modelClass: ModelClass) async throws -> LLMModel {
+        let name = modelName.trimmingCharacters(in: .whitespaces)
+        guard !name.isEmpty, name.utf8.count <= 200 else {
+            throw ControlError.invalid("model name must be 1-200 characters")
+        }
+        guard try await provider(id: providerId) != nil else {
+            throw ControlError.notFound("unknown provider \(providerId) (see: tenantplane llm provider list)")
+        }
+        do {
+            let rows = try await connection.query(
+                """
+                INSERT INTO llm_models (provider_id, model_name, model_class)
+                VALUES (\(providerId), \(name), \(modelClass.rawValue)) RETURNING id
+                """,
+                logger: logger)
+            let id = try await rows.collect().first?.decode(Int.self) ?? 0
+            return LLMModel(id: id, providerId: providerId, modelName: name, modelClass: modelClass, isActive: true)
+        } catch where error.sqlState == "23505" {
+            throw ControlError.alreadyExists("provider \(providerId) already has a model named \(name)")
+        }
+    }
+
+    public func models() async throws -> [LLMModel] {
+        let rows = try await connection.query(
+            """
+            SELECT id, provider_id, model_name, model_class, COALESCE(is_active, true)
+            FROM llm_models ORDER BY provider_id, model_class, id
+            """,
+            logger: logger)
+        var result: [LLMModel] = []
+        for try await (id, provider, name, modelClass, active) in rows.decode((Int, String, String, String, Bool).self) {
+            result.append(
+                LLMModel(
+                    id: id, providerId: provider, modelName: name,
+                    modelClass: ModelClass(rawValue: modelClass) ?? .standard, isActive: active))
+        }
+        return result
+    }
+
+    public func setStepDefault(step: String, providerId: String, modelClass: ModelClass) async throws -> StepDefault {
+        guard step == StepName.fallback || StepName.isValid(step) else {
+            throw ControlError.invalid("step name must match ^[a-z][a-z0-9_-]{0,62}$ (or be * for the fallback)")
+        }
+        guard try await provider(id: providerId) != nil else {
+            throw ControlError.notFound("unknown provider \(providerId) (see: tenantplane llm provider list)")
+        }
+        try await connection.query(
+            """
+            INSERT INTO step_llm_defaults (step, provider_id, model_class)
+            VALUES (\(step), \(providerId), \(modelClass.rawValue))
+            ON CONFLICT (step) DO UPDATE SET provider_id = EXCLUDED.provider_id, model_class = EXCLUDED.model_class
+            """,
+            logger: logger)
+        return StepDefault(step: step, providerId: providerId, modelClass: modelClass)
+    }
+
+    public func stepDefaults() async throws -> [StepDefault] {
+        let rows = try await connection.query(
+            "SELECT step, provider_id, model_class FROM step_llm_defaults ORDER BY step", logger: logger)
+        var result: [StepDefault] = []
+        for try await (step, provider, modelClass) in rows.decode((String, String?, String).self) {
+            guard let provider else { continue }
+            result.append(
+                StepDefault(step: step, providerId: provider, modelClass: ModelClass(rawValue: modelClass) ?? .standard))
+        }
+        return result
+    }
+
+    /// The model a step runs with: the run's override (a model name) when given,
+    /// else the step's row of `step_llm_defaults`, else the catch-all row `*`;
+    /// the first active model of that provider and class (lowest id) is used.
+    public func resolveModel(step: String, override modelName: String? = nil) async throws -> ModelResolution {
+        guard StepName.isValid(step) else {
+            throw ControlError.invalid("step name must match ^[a-z][a-z0-9_-]{0,62}$")
+        }
+        if let modelName {
+            let rows = try await connection.query(
+                """
+                SELECT m.provider_id, m.model_class FROM llm_models m JOIN llm_providers p ON p.id = m.provider_id
+                WHERE m.model_name = \(modelName) AND COALESCE(m.is_active, true) AND COALESCE(p.is_active, true)
+                ORDER BY m.id LIMIT 1
+                """,
+                logger: logger)
+            guard let row = try await rows.collect().first else {
+                throw ControlError.notFound("step \(step) asks for model \(modelName), which is not an active model")
+            }
+            let (provider, modelClass) = try row.decode((String, String).self)
+            return ModelResolution(
+                step: step, providerId: provider, modelName: modelName,
+                modelClass: ModelClass(rawValue: modelClass) ?? .standard, reason: .runOverride)
+        }
+        let rows = try await connection.query(
+            """
+            SELECT step, provider_id, model_class FROM step_llm_defaults
+            WHERE step IN (\(step), \(StepName.fallback)) AND provider_id IS NOT NULL
+            ORDER BY step = \(StepName.fallback)
+            LIMIT 1
+            """,
+            logger: logger)
+        guard let row = try await rows.collect().first else {
+            throw ControlError.notFound(
+                "step \(step) has no LLM default and there is no fallback (set one: tenantplane llm default set \(step) --provider ID --class pro|standard, or set step * for every step)"
+            )
+        }
+        let (matchedStep, provider, rawClass) = try row.decode((String, String, String).self)
+        let modelClass = ModelClass(rawValue: rawClass) ?? .standard
+        let models = try await connection.query(
+            """
+            SELECT m.model_name FROM llm_models m JOIN llm_providers p ON p.id = m.provider_id
+            WHERE m.provider_id = \(provider) AND m.model_class = \(rawClass)
+              AND COALESCE(m.is_active, true) AND COALESCE(p.is_active, true)
+            ORDER BY m.id LIMIT 1
+            """,
+            logger: logger)
+        guard let model = try await models.collect().first?.decode(String.self) else {
+            throw ControlError.conflict(
+                "step \(step) maps to provider \(provider), class \(rawClass), which has no active model (add one: tenantplane llm model add --provider \(provider) --name NAME --class \(rawClass))"
+            )
+        }
+        return ModelResolution(
+            step: step, providerId: provider, modelName: model, modelClass: modelClass,
+            reason: matchedStep == step ? .stepDefault : .fallbackDefault)
+    }
+}

@@ -1,0 +1,125 @@
+import Logging
+import PostgresNIO
+
+/// One-shot work against a database (CLI commands, provisioning, migrations)
+/// opens a plain connection: it fails at once when the server is down, where a
+/// pool would keep retrying for a minute before giving up.
+public enum DatabaseConnection {
+    public static func open(_ url: PostgresURL, logger: Logger) async throws(DatabaseError) -> PostgresConnection {
+        let configuration: PostgresConnection.Configuration
+        do {
+            configuration = try url.connectionConfiguration()
+        } catch {
+            throw .unreachable(server: url.redacted, reason: "TLS set-up failed: \(error)")
+        }
+        do {
+            return try await PostgresConnection.connect(
+                configuration: configuration, id: Int.random(in: 1...Int.max), logger: logger)
+        } catch {
+            throw DatabaseError(connecting: error, to: url)
+        }
+    }
+
+    /// Runs `body` on a fresh connection and closes it afterwards, whatever happens.
+    public static func with<Result: Sendable>(
+        _ url: PostgresURL,
+        logger: Logger,
+        _ body: (PostgresConnection) async throws -> Result
+    ) async throws -> Result {
+        let connection = try await open(url, logger: logger)
+        do {
+            let result = try await body(connection)
+            try? await connection.close()
+            return result
+        } catch {
+            try? await connection.close()
+            throw error
+        }
+    }
+}
+
+extension PostgresConnection {
+    /// BEGIN … COMMIT around `body`, ROLLBACK when it throws. Unlike
+    /// `withTransaction`, the error that caused the rollback is rethrown as is,
+    /// so callers can read its SQLSTATE.
+    public func transaction<Result>(
+        logger: Logger,
+        _ body: (PostgresConnection) async throws -> Result
+    ) async throws -> Result {
+        try await query("BEGIN", logger: logger)
+        do {
+            let result = try await body(self)
+            try await query("COMMIT", logger: logger)
+            return result
+        } catch {
+            if !isClosed { _ = try? await query("ROLLBACK", logger: logger) }
+            throw error
+        }
+    }
+}
+
+extension Error {
+    /// The SQLSTATE of a server error, if this is one.
+    public var sqlState: String? {
+        (self as? PSQLError)?.serverInfo?[.sqlState]
+    }
+
+    /// The server's own message for a server error, if this is one.
+    public var serverMessage: String? {
+        (self as? PSQLError)?.serverInfo?[.message]
+    }
+}
+
+/// Failures to reach or use a PostgreSQL server, as an operator sees them.
+public enum DatabaseError: OperatorError {
+    case unreachable(server: String, reason: String)
+    case authenticationFailed(server: String)
+    case databaseMissing(server: String)
+    case server(sqlState: String, message: String)
+
+    init(connecting error: any Error, to url: PostgresURL) {
+        let server = "\(url.host):\(url.port)"
+        if let state = error.sqlState {
+            switch state {
+            case "28P01", "28000": self = .authenticationFailed(server: server)
+            case "3D000": self = .databaseMissing(server: server)
+            default: self = .server(sqlState: state, message: error.serverMessage ?? "server error")
+            }
+        } else {
+            self = .unreachable(server: server, reason: Self.describe(error))
+        }
+    }
+
+    static func describe(_ error: any Error) -> String {
+        if let psql = error as? PSQLError {
+            if let underlying = psql.underlying { return String(describing: underlying) }
+            return psql.code.description
+        }
+        return String(describing: error)
+    }
+
+    public var httpStatus: Int {
+        switch self {
+        case .unreachable, .authenticationFailed, .databaseMissing: 503
+        case .server: 500
+        }
+    }
+
+    public var code: String {
+        switch self {
+        case .unreachable: "database_unreachable"
+        case .authenticationFailed: "database_authentication_failed"
+        case .databaseMissing: "database_missing"
+        case .server: "database_error"
+        }
+    }
+
+    public var message: String {
+        switch self {
+        case .unreachable(let server, let reason): "cannot reach PostgreSQL at \(server): \(reason)"
+        case .authenticationFailed(let server): "PostgreSQL at \(server) refused the login (wrong user or password)"
+        case .databaseMissing(let server): "the database does not exist on PostgreSQL at \(server)"
+        case .server(let state, let message): "PostgreSQL error \(state): \(message)"
+        }
+    }
+}

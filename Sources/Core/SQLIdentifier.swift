@@ -1,0 +1,27 @@
+/// A name that is about to become part of SQL text (a database, a role).
+///
+/// Only plain lowercase identifiers pass, so quoting can never be escaped;
+/// values are never built this way — they are always bound parameters.
+public struct SQLIdentifier: Hashable, Sendable, CustomStringConvertible {
+    public let name: String
+
+    public init(_ name: String) throws(SQLIdentifierError) {
+        let bytes = Array(name.utf8)
+        guard (1...63).contains(bytes.count),
+            bytes[0] == 0x5F || (bytes[0] >= 0x61 && bytes[0] <= 0x7A),
+            bytes.allSatisfy({ $0 == 0x5F || ($0 >= 0x61 && $0 <= 0x7A) || ($0 >= 0x30 && $0 <= 0x39) })
+        else { throw SQLIdentifierError(name: name) }
+        self.name = name
+    }
+
+    /// The identifier in double quotes, ready for SQL text.
+    public var quoted: String { "\"\(name)\"" }
+    public var description: String { name }
+}
+
+public struct SQLIdentifierError: OperatorError {
+    let name: String
+    public var httpStatus: Int { 400 }
+    public var code: String { "invalid_identifier" }
+    public var message: String { "not a plain SQL identifier (a-z, 0-9, _; at most 63 bytes)" }
+}

@@ -1,0 +1,36 @@
+// HTTPAPI: the HTTP server (Hummingbird 2): health and readiness, the admin API
+// behind the admin token, and — later — the tenant API behind tenant keys.
+// Handlers throw; ErrorMiddleware turns every failure into one JSON error body.
+import Foundation
+import Hummingbird
+
+/// The request context of every route: JSON in snake_case, bodies up to 1 MiB.
+public struct APIRequestContext: RequestContext {
+    public var coreContext: CoreRequestContextStorage
+
+    public init(source: Source) {
+        coreContext = .init(source: source)
+    }
+
+    public var maxUploadSize: Int { 1 << 20 }
+
+    public var requestDecoder: JSONDecoder { APICoding.decoder }
+    public var responseEncoder: JSONEncoder { APICoding.encoder }
+}
+
+enum APICoding {
+    static let decoder: JSONDecoder = {
+        let decoder = JSONDecoder()
+        decoder.keyDecodingStrategy = .convertFromSnakeCase
+        decoder.dateDecodingStrategy = .iso8601
+        return decoder
+    }()
+
+    static let encoder: JSONEncoder = {
+        let encoder = JSONEncoder()
+        encoder.keyEncodingStrategy = .convertToSnakeCase
+        encoder.dateEncodingStrategy = .iso8601
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        return encoder
+    }()
+}

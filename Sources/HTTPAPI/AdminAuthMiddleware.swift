@@ -1,0 +1,49 @@
+import Crypto
+import Foundation
+import HTTPTypes
+import Hummingbird
+
+/// Lets a request through only with `Authorization: Bearer <admin token>`.
+/// Both sides are hashed first, so the comparison takes the same time whatever
+/// the token's length or its first differing byte.
+struct AdminAuthMiddleware: RouterMiddleware {
+    typealias Context = APIRequestContext
+    let expectedDigest: SHA256.Digest
+
+    init(adminToken: String) {
+        expectedDigest = SHA256.hash(data: Data(adminToken.utf8))
+    }
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws
+        -> Response
+    {
+        guard let token = request.bearerToken,
+            ConstantTime.equal(SHA256.hash(data: Data(token.utf8)), expectedDigest)
+        else {
+            throw APIError.unauthorized("missing or wrong admin token (Authorization: Bearer $TENANTPLANE_ADMIN_TOKEN)")
+        }
+        return try await next(request, context)
+    }
+}
+
+extension Request {
+    /// The token of an `Authorization: Bearer …` header.
+    var bearerToken: String? {
+        guard let header = headers[.authorization] else { return nil }
+        let parts = header.split(separator: " ", maxSplits: 1)
+        guard parts.count == 2, parts[0].lowercased() == "bearer" else { return nil }
+        let token = parts[1].trimmingCharacters(in: .whitespaces)
+        return token.isEmpty ? nil : token
+    }
+}
+
+enum ConstantTime {
+    static func equal(_ lhs: some Sequence<UInt8>, _ rhs: some Sequence<UInt8>) -> Bool {
+        let a = Array(lhs)
+        let b = Array(rhs)
+        guard a.count == b.count else { return false }
+        var difference: UInt8 = 0
+        for index in a.indices { difference |= a[index] ^ b[index] }
+        return difference == 0
+    }
+}

@@ -1,0 +1,92 @@
+import ControlPlane
+import Hummingbird
+
+/// The LLM catalog under `/admin/llm/…`, the same operations as `tenantplane llm`.
+struct AdminLLMRoutes {
+    let control: ControlAccess
+
+    struct NewProvider: Decodable {
+        let id: String
+        let displayName: String
+        let apiBaseUrl: String?
+        let apiStyle: String?
+    }
+
+    struct NewModel: Decodable {
+        let providerId: String
+        let modelName: String
+        let modelClass: String
+    }
+
+    struct NewDefault: Decodable {
+        let providerId: String
+        let modelClass: String
+    }
+
+    struct Providers: ResponseEncodable { let providers: [LLMProvider] }
+    struct Models: ResponseEncodable { let models: [LLMModel] }
+    struct Defaults: ResponseEncodable { let defaults: [StepDefault] }
+
+    func register(on admin: RouterGroup<APIRequestContext>) {
+        let llm = admin.group("llm")
+        llm.get("providers") { _, _ in
+            Providers(providers: try await control.run { try await $0.providers() })
+        }
+        llm.post("providers") { request, context -> EditedResponse<LLMProvider> in
+            let body = try await request.decode(as: NewProvider.self, context: context)
+            let style = try body.apiStyle.map { raw in
+                guard let style = ProviderStyle(rawValue: raw) else {
+                    throw ControlError.invalid("api_style must be openai, anthropic, gemini or local")
+                }
+                return style
+            }
+            let provider = try await control.run { store in
+                try await store.audited(.adminToken, action: "llm.provider.add", resourceType: "llm_provider", resourceId: body.id) {
+                    try await store.addProvider(
+                        LLMProvider(
+                            id: body.id, displayName: body.displayName, apiBaseURL: body.apiBaseUrl, isActive: true,
+                            apiStyle: style ?? .openai))
+                }
+            }
+            return EditedResponse(status: .created, response: provider)
+        }
+        llm.get("models") { _, _ in
+            Models(models: try await control.run { try await $0.models() })
+        }
+        llm.post("models") { request, context -> EditedResponse<LLMModel> in
+            let body = try await request.decode(as: NewModel.self, context: context)
+            let modelClass = try ModelClass(validating: body.modelClass)
+            let model = try await control.run { store in
+                try await store.audited(
+                    .adminToken, action: "llm.model.add", resourceType: "llm_model",
+                    resourceId: "\(body.providerId)/\(body.modelName)"
+                ) {
+                    try await store.addModel(providerId: body.providerId, modelName: body.modelName, modelClass: modelClass)
+                }
+            }
+            return EditedResponse(status: .created, response: model)
+        }
+        llm.get("defaults") { _, _ in
+            Defaults(defaults: try await control.run { try await $0.stepDefaults() })
+        }
+        llm.put("defaults/:step") { request, context -> StepDefault in
+            let step = try context.parameters.require("step")
+            let body = try await request.decode(as: NewDefault.self, context: context)
+            let modelClass = try ModelClass(validating: body.modelClass)
+            return try await control.run { store in
+                try await store.audited(.adminToken, action: "llm.default.set", resourceType: "step_llm_default", resourceId: step) {
+                    try await store.setStepDefault(step: step, providerId: body.providerId, modelClass: modelClass)
+                }
+            }
+        }
+        llm.get("resolve/:step") { _, context -> ModelResolution in
+            let step = try context.parameters.require("step")
+            return try await control.run { try await $0.resolveModel(step: step) }
+        }
+    }
+}
+
+extension LLMProvider: ResponseEncodable {}
+extension LLMModel: ResponseEncodable {}
+extension StepDefault: ResponseEncodable {}
+extension ModelResolution: ResponseEncodable {}

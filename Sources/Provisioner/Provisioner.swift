@@ -1,0 +1,1 @@
+// Provisioner: creates, suspends, resumes and deletes tenant databases and roles.

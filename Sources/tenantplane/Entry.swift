@@ -1,0 +1,6 @@
+// The tenantplane executable: the CLI module's root command as the entry point.
+import ArgumentParser
+import CLI
+
+@main
+extension Tenantplane {}

@@ -1,0 +1,101 @@
+import Core
+import Foundation
+import Testing
+
+/// Runs the real `tenantplane` binary, the way an operator or a script does.
+struct CLIRunner: Sendable {
+    struct Result: Sendable {
+        let exitCode: Int32
+        let stdout: String
+        let stderr: String
+
+        /// Decodes stdout as the JSON a `--json` command prints.
+        func json<T: Decodable>(_ type: T.Type) throws -> T {
+            let decoder = JSONDecoder()
+            decoder.keyDecodingStrategy = .convertFromSnakeCase
+            decoder.dateDecodingStrategy = .iso8601
+            return try decoder.decode(type, from: Data(stdout.utf8))
+        }
+
+        func jsonObject() throws -> Any {
+            try JSONSerialization.jsonObject(with: Data(stdout.utf8))
+        }
+    }
+
+    var environment: [String: String]
+
+    /// The binary `swift build` put beside this test bundle.
+    static var binary: URL {
+        get throws {
+            let beside = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+            var candidates = [beside.appendingPathComponent("tenantplane")]
+            var directory = beside
+            for _ in 0..<4 {
+                candidates.append(directory.appendingPathComponent("debug/tenantplane"))
+                directory.deleteLastPathComponent()
+            }
+            candidates.append(TestCluster.repositoryRoot.appendingPathComponent(".build/debug/tenantplane"))
+            guard let found = candidates.first(where: { FileManager.default.isExecutableFile(atPath: $0.path) }) else {
+                throw SetupError("cannot find the tenantplane binary (looked beside the test bundle and in .build/debug)")
+            }
+            return found
+        }
+    }
+
+    /// An environment with a control database, a fresh master key and the
+    /// repository's migration folders; no config file is read.
+    static func forControlDatabase(_ url: PostgresURL, extra: [String: String] = [:]) throws -> CLIRunner {
+        var environment: [String: String] = [
+            "PATH": ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin",
+            "TENANTPLANE_CONFIG_FILE": "/dev/null",
+            "TENANTPLANE_CONTROL_URL": url.withPassword,
+            "TENANTPLANE_MASTER_KEY": Data((0..<32).map { _ in UInt8.random(in: 0...255) }).base64EncodedString(),
+            "TENANTPLANE_CONTROL_MIGRATIONS": TestCluster.controlMigrations,
+            "TENANTPLANE_TENANT_MIGRATIONS": TestCluster.tenantMigrations,
+            "USER": "tester",
+        ]
+        environment.merge(extra) { _, new in new }
+        return CLIRunner(environment: environment)
+    }
+
+    @discardableResult
+    func run(_ arguments: String...) async throws -> Result {
+        try await run(arguments)
+    }
+
+    func run(_ arguments: [String]) async throws -> Result {
+        let process = Process()
+        process.executableURL = try Self.binary
+        process.arguments = arguments
+        process.environment = environment
+        let stdout = Pipe()
+        let stderr = Pipe()
+        process.standardOutput = stdout
+        process.standardError = stderr
+        process.standardInput = FileHandle.nullDevice
+        // Pipes are drained and the exit awaited on Dispatch threads: blocking
+        // Swift's cooperative pool (two threads here) would stall other tests.
+        async let outData = Self.readToEnd(stdout.fileHandleForReading)
+        async let errData = Self.readToEnd(stderr.fileHandleForReading)
+        let exitCode: Int32 = try await withCheckedThrowingContinuation { continuation in
+            process.terminationHandler = { continuation.resume(returning: $0.terminationStatus) }
+            do {
+                try process.run()
+            } catch {
+                process.terminationHandler = nil
+                continuation.resume(throwing: error)
+            }
+        }
+        let (out, err) = await (outData, errData)
+        return Result(
+            exitCode: exitCode,
+            stdout: String(decoding: out, as: UTF8.self),
+            stderr: String(decoding: err, as: UTF8.self))
+    }
+
+    static func readToEnd(_ handle: FileHandle) async -> Data {
+        await withCheckedContinuation { continuation in
+            DispatchQueue.global().async { continuation.resume(returning: handle.readDataToEndOfFile()) }
+        }
+    }
+}
