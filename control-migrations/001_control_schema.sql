@@ -10,7 +10,10 @@ CREATE TABLE database_servers (
     admin_password_encrypted BYTEA,
     capacity INT NOT NULL DEFAULT 5000 CHECK (capacity >= 0),
     is_active BOOLEAN NOT NULL DEFAULT true,
+    -- The tenant migrations its tenantplane_template database holds: the highest
+    -- version and a fingerprint of every file's checksum.
     template_version INT,
+    template_fingerprint TEXT,
     created_at TIMESTAMPTZ NOT NULL DEFAULT now()
 );
 

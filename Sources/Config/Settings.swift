@@ -18,6 +18,9 @@ public struct Settings: Sendable {
     public var maxUploadBytes: Int
     /// API keys of LLM providers, by provider id (`TENANTPLANE_<ID>_API_KEY`).
     public var providerKeys: [String: String]
+    /// Test hook (`TENANTPLANE_FAULT_AFTER`): the provisioner kills its own
+    /// process right after the named step, to prove every step resumable.
+    public var faultAfterStep: String?
 
     /// Reads the configuration. The environment wins over the config file
     /// (`TENANTPLANE_CONFIG_FILE`, default `.tenantplane/env` when it exists),
@@ -83,6 +86,7 @@ public struct Settings: Sendable {
             if !provider.isEmpty, !secret.isEmpty { keys[provider] = secret }
         }
         providerKeys = keys
+        faultAfterStep = value("TENANTPLANE_FAULT_AFTER")
     }
 
     public func requireControlURL() throws(ConfigurationError) -> PostgresURL {

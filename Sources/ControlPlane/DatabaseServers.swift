@@ -13,6 +13,7 @@ public struct DatabaseServer: Sendable, Codable, Equatable {
     /// Tenants placed on it that are not deleted.
     public var tenantCount: Int
     public var templateVersion: Int?
+    public var templateFingerprint: String?
 
     public var freeCapacity: Int { max(0, capacity - tenantCount) }
 }
@@ -77,19 +78,19 @@ extension ControlStore {
     public func servers() async throws -> [DatabaseServer] {
         let rows = try await connection.query(
             """
-            SELECT s.name, s.admin_url, s.capacity, s.is_active, s.template_version,
+            SELECT s.name, s.admin_url, s.capacity, s.is_active, s.template_version, s.template_fingerprint,
                    (SELECT count(*) FROM tenants t WHERE t.server = s.name AND t.status <> 'deleted')::int
             FROM database_servers s ORDER BY s.name
             """,
             logger: logger)
         var result: [DatabaseServer] = []
-        for try await (name, url, capacity, active, template, count) in rows.decode(
-            (String, String, Int, Bool, Int?, Int).self)
+        for try await (name, url, capacity, active, template, fingerprint, count) in rows.decode(
+            (String, String, Int, Bool, Int?, String?, Int).self)
         {
             result.append(
                 DatabaseServer(
                     name: name, adminUrl: url, capacity: capacity, isActive: active, tenantCount: count,
-                    templateVersion: template))
+                    templateVersion: template, templateFingerprint: fingerprint))
         }
         return result
     }
@@ -123,8 +124,12 @@ extension ControlStore {
         return url
     }
 
-    public func setTemplateVersion(server name: String, version: Int?) async throws {
+    public func setTemplate(server name: String, version: Int, fingerprint: String) async throws {
         try await connection.query(
-            "UPDATE database_servers SET template_version = \(version) WHERE name = \(name)", logger: logger)
+            """
+            UPDATE database_servers SET template_version = \(version), template_fingerprint = \(fingerprint)
+            WHERE name = \(name)
+            """,
+            logger: logger)
     }
 }

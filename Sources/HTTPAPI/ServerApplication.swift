@@ -6,6 +6,7 @@ import Hummingbird
 import Logging
 import Migrations
 import PostgresNIO
+import Provisioner
 import ServiceLifecycle
 
 /// The HTTP server and everything it runs: one `Application` whose services
@@ -43,6 +44,8 @@ public struct ServerApplication {
         let admin = router.group("admin").add(middleware: AdminAuthMiddleware(adminToken: adminToken))
         AdminLLMRoutes(control: control).register(on: admin)
         AdminServerRoutes(control: control).register(on: admin)
+        let provisioner = try Provisioner(settings: settings, logger: logger)
+        AdminTenantRoutes(control: control, provisioner: provisioner).register(on: admin)
 
         return Application(
             router: router,

@@ -1,1 +1,325 @@
-// Provisioner: creates, suspends, resumes and deletes tenant databases and roles.
+// Provisioner: creates, suspends, resumes and deletes tenants — the tenant's
+// login role, its database (copied from the server's template), its schema —
+// as resumable, idempotent steps recorded in the control database.
+import Config
+import ControlPlane
+import Core
+import Foundation
+import Logging
+import Migrations
+import PostgresNIO
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+public struct Provisioner: Sendable {
+    public let controlURL: PostgresURL
+    public let secrets: SecretBox
+    public let migrations: MigrationSet
+    public let storageRoot: String
+    /// Test hook: the process kills itself (SIGKILL) right after this step.
+    public let faultAfterStep: ProvisioningStep?
+    public let logger: Logger
+
+    public init(settings: Settings, logger: Logger) throws {
+        controlURL = try settings.requireControlURL()
+        secrets = SecretBox(masterKey: try settings.requireMasterKey())
+        migrations = try MigrationSet(directory: settings.tenantMigrationsDirectory)
+        storageRoot = settings.storageRoot
+        faultAfterStep = settings.faultAfterStep.flatMap(ProvisioningStep.init(rawValue:))
+        self.logger = logger
+    }
+
+    /// How a tenant's database came to be.
+    public enum DatabaseOrigin: String, Sendable, Codable {
+        /// Copied from the server's template, which was already current.
+        case template
+        /// Copied from the template after bringing it to the latest migration.
+        case refreshedTemplate = "refreshed_template"
+        /// Created empty and migrated (the template could not be used).
+        case migratedFromEmpty = "migrated_from_empty"
+        /// It existed already: an interrupted run was finished.
+        case existing
+    }
+
+    public struct CreateOutcome: Sendable, Codable {
+        public var tenant: TenantRecord
+        public var origin: DatabaseOrigin
+        /// Why the template was not used, when it was not.
+        public var templateNote: String?
+    }
+
+    // MARK: create
+
+    /// Creates the tenant, or finishes an interrupted creation of it.
+    public func create(_ slug: TenantSlug, name: String, server requestedServer: String?, actor: ControlPlane.Actor)
+        async throws -> CreateOutcome
+    {
+        let name = name.trimmingCharacters(in: .whitespacesAndNewlines)
+        guard !name.isEmpty, name.count <= 200 else { throw ControlError.invalid("tenant name must be 1-200 characters") }
+        return try await withControl { store in
+            try await store.withTenantLock(slug) {
+                try await store.audited(actor, action: "tenant.create", resourceType: "tenant", resourceId: slug.rawValue) {
+                    try await create(slug, name: name, requestedServer: requestedServer, store: store)
+                }
+            }
+        }
+    }
+
+    private func create(_ slug: TenantSlug, name: String, requestedServer: String?, store: ControlStore) async throws
+        -> CreateOutcome
+    {
+        let existing = try await store.tenant(slug)
+        if let existing, existing.status == .active || existing.status == .suspended {
+            throw ControlError.alreadyExists("tenant \(slug) already exists")
+        }
+        let serverName: String
+        if let placed = existing?.server, existing?.status != .deleted {
+            serverName = placed
+        } else if let requestedServer {
+            let server = try await store.server(named: requestedServer)
+            guard server.isActive else { throw ControlError.conflict("database server \(server.name) is not active") }
+            guard server.freeCapacity > 0 else { throw ControlError.conflict("database server \(server.name) is full") }
+            serverName = server.name
+        } else {
+            serverName = try await store.pickServer().name
+        }
+        let adminURL = try await store.adminURL(ofServer: serverName, secrets: secrets, controlURL: controlURL)
+        let names = try TenantNames(slug)
+        let databaseURL = adminURL.with(user: names.role.name, password: nil).with(database: names.database.name)
+        _ = try await store.registerTenant(slug, name: name, server: serverName, databaseURL: databaseURL.redacted)
+        try checkFault(after: .registered)
+
+        do {
+            let password = try await rolePassword(for: slug, store: store)
+            try await DatabaseConnection.with(adminURL, logger: logger) { connection in
+                try await ServerAdmin(connection: connection, logger: logger)
+                    .ensureLoginRole(names.role, scramVerifier: ScramVerifier.make(password: password))
+            }
+            try await store.setProvisioningStep(slug, ProvisioningStep.role.rawValue)
+            try checkFault(after: .role)
+
+            let (origin, note) = try await ensureDatabase(names, serverName: serverName, adminURL: adminURL, store: store)
+            try await store.setProvisioningStep(slug, ProvisioningStep.database.rawValue)
+            try checkFault(after: .database)
+
+            let version = try await migrateTenantDatabase(names, adminURL: adminURL)
+            try await store.setSchemaVersion(slug, version)
+            try await store.setProvisioningStep(slug, ProvisioningStep.migrate.rawValue)
+            try checkFault(after: .migrate)
+
+            try await store.setProvisioningStep(slug, nil)
+            try await store.setTenantStatus(slug, .active)
+            return CreateOutcome(tenant: try await store.requireTenant(slug), origin: origin, templateNote: note)
+        } catch {
+            let reason = OperatorFailure(error).message
+            try? await store.setTenantStatus(slug, .failed, error: reason)
+            logger.error("tenant creation failed", metadata: ["tenant": "\(slug)", "error": "\(reason)"])
+            throw ProvisionerError.creationFailed(slug: slug.rawValue, reason: reason)
+        }
+    }
+
+    /// The tenant role's password: the sealed one of an earlier attempt, or a
+    /// new one, sealed and stored before the role is created with it.
+    private func rolePassword(for slug: TenantSlug, store: ControlStore) async throws -> String {
+        if let sealed = try await store.sealedRolePassword(slug) {
+            return try secrets.open(sealed, owner: slug.rawValue)
+        }
+        let password = RandomToken.urlSafe(bytes: 32)
+        try await store.storeSealedRolePassword(slug, try secrets.seal(password, owner: slug.rawValue))
+        return password
+    }
+
+    private func ensureDatabase(
+        _ names: TenantNames, serverName: String, adminURL: PostgresURL, store: ControlStore
+    ) async throws -> (DatabaseOrigin, String?) {
+        let exists = try await DatabaseConnection.with(adminURL, logger: logger) { connection in
+            try await ServerAdmin(connection: connection, logger: logger).databaseExists(names.database)
+        }
+        if exists {
+            try await restrictConnect(names, adminURL: adminURL)
+            return (.existing, nil)
+        }
+        var origin = DatabaseOrigin.template
+        var note: String?
+        let server = try await store.server(named: serverName)
+        if server.templateFingerprint != migrations.fingerprint {
+            do {
+                _ = try await TemplateDatabase(migrations: migrations, logger: logger).ensureCurrent(adminURL: adminURL)
+                try await store.setTemplate(server: serverName, version: migrations.latestVersion, fingerprint: migrations.fingerprint)
+                origin = .refreshedTemplate
+            } catch {
+                note = "template \(TemplateDatabase.database) is unusable (\(OperatorFailure(error).message)); created the database empty and migrated it"
+            }
+        }
+        try await DatabaseConnection.with(adminURL, logger: logger) { connection in
+            let admin = ServerAdmin(connection: connection, logger: logger)
+            if note == nil {
+                do {
+                    try await admin.createDatabase(names.database, owner: names.role, template: TemplateDatabase.database)
+                    return
+                } catch where error.sqlState == "55006" || error.sqlState == "3D000" {
+                    note = "template \(TemplateDatabase.database) could not be copied (\(error.serverMessage ?? "busy")); created the database empty and migrated it"
+                }
+            }
+            try await admin.createDatabase(names.database, owner: names.role, template: try SQLIdentifier("template0"))
+        }
+        if note != nil { origin = .migratedFromEmpty }
+        try await restrictConnect(names, adminURL: adminURL)
+        return (origin, note)
+    }
+
+    private func restrictConnect(_ names: TenantNames, adminURL: PostgresURL) async throws {
+        try await DatabaseConnection.with(adminURL, logger: logger) { connection in
+            try await ServerAdmin(connection: connection, logger: logger).restrictConnect(names.database, to: names.role)
+        }
+    }
+
+    /// Hands objects copied from the template to the tenant's role, then applies
+    /// whatever migrations are pending as that role. Returns the schema version.
+    private func migrateTenantDatabase(_ names: TenantNames, adminURL: PostgresURL) async throws -> Int {
+        try await DatabaseConnection.with(adminURL.with(database: names.database.name), logger: logger) { connection in
+            let admin = ServerAdmin(connection: connection, logger: logger)
+            if try await admin.roleExists(TemplateDatabase.owner) {
+                try await connection.query(
+                    PostgresQuery(
+                        unsafeSQL: "REASSIGN OWNED BY \(TemplateDatabase.owner.quoted) TO \(names.role.quoted)"),
+                    logger: logger)
+                try await connection.query(
+                    PostgresQuery(unsafeSQL: "DROP OWNED BY \(TemplateDatabase.owner.quoted)"), logger: logger)
+            }
+            try await connection.query(PostgresQuery(unsafeSQL: "SET ROLE \(names.role.quoted)"), logger: logger)
+            let report = try await Migrator(migrations: migrations).migrate(connection, logger: logger)
+            try await connection.query("RESET ROLE", logger: logger)
+            return report.toVersion
+        }
+    }
+
+    private func checkFault(after step: ProvisioningStep) throws {
+        guard faultAfterStep == step else { return }
+        logger.critical("fault injection: killing the process after step \(step.rawValue)")
+        kill(getpid(), SIGKILL)
+    }
+
+    // MARK: lifecycle
+
+    /// Blocks the tenant: NOLOGIN on its role, its sessions ended, `suspended`.
+    public func suspend(_ slug: TenantSlug, actor: ControlPlane.Actor) async throws -> TenantRecord {
+        try await changeLogin(slug, actor: actor, action: "tenant.suspend", from: .active, to: .suspended)
+    }
+
+    /// Lifts a suspension: LOGIN again, `active`.
+    public func resume(_ slug: TenantSlug, actor: ControlPlane.Actor) async throws -> TenantRecord {
+        try await changeLogin(slug, actor: actor, action: "tenant.resume", from: .suspended, to: .active)
+    }
+
+    private func changeLogin(
+        _ slug: TenantSlug, actor: ControlPlane.Actor, action: String, from: TenantStatus, to: TenantStatus
+    ) async throws -> TenantRecord {
+        try await withControl { store in
+            try await store.withTenantLock(slug) {
+                try await store.audited(actor, action: action, resourceType: "tenant", resourceId: slug.rawValue) {
+                    let tenant = try await store.requireTenant(slug)
+                    guard tenant.status == from || tenant.status == to else {
+                        throw ControlError.conflict("tenant \(slug) is \(tenant.status.rawValue), not \(from.rawValue)")
+                    }
+                    let names = try TenantNames(slug)
+                    let adminURL = try await store.adminURL(
+                        ofServer: try tenant.requireServer(), secrets: secrets, controlURL: controlURL)
+                    try await DatabaseConnection.with(adminURL, logger: logger) { connection in
+                        let admin = ServerAdmin(connection: connection, logger: logger)
+                        try await admin.setLogin(names.role, allowed: to == .active)
+                        if to != .active { try await admin.terminateConnections(to: names.database) }
+                    }
+                    try await store.setTenantStatus(slug, to)
+                    return try await store.requireTenant(slug)
+                }
+            }
+        }
+    }
+
+    /// Drops the tenant's database, role and storage; keeps the control row as
+    /// `deleted`. Resumable: a delete cut short is finished by running it again.
+    public func delete(_ slug: TenantSlug, confirmation: String, actor: ControlPlane.Actor) async throws -> TenantRecord {
+        guard confirmation == slug.rawValue else {
+            throw ControlError.invalid("deleting a tenant needs its id repeated as confirmation (--confirm \(slug))")
+        }
+        return try await withControl { store in
+            try await store.withTenantLock(slug) {
+                try await store.audited(actor, action: "tenant.delete", resourceType: "tenant", resourceId: slug.rawValue) {
+                    let tenant = try await store.requireTenant(slug)
+                    guard tenant.status != .deleted else { throw ControlError.notFound("no such tenant") }
+                    try await store.setTenantStatus(slug, .deleting)
+                    try await store.revokeAllAPIKeys(for: slug)
+                    let names = try TenantNames(slug)
+                    if let server = tenant.server {
+                        let adminURL = try await store.adminURL(ofServer: server, secrets: secrets, controlURL: controlURL)
+                        try await DatabaseConnection.with(adminURL, logger: logger) { connection in
+                            let admin = ServerAdmin(connection: connection, logger: logger)
+                            try await admin.terminateConnections(to: names.database)
+                            try await admin.dropDatabase(names.database)
+                            try await admin.dropRole(names.role)
+                        }
+                    }
+                    try removeStorage(of: slug)
+                    try await store.markDeleted(slug)
+                    return try await store.requireTenant(slug)
+                }
+            }
+        }
+    }
+
+    private func removeStorage(of slug: TenantSlug) throws {
+        let directory = URL(fileURLWithPath: storageRoot).appendingPathComponent(slug.rawValue, isDirectory: true)
+        if FileManager.default.fileExists(atPath: directory.path) {
+            try FileManager.default.removeItem(at: directory)
+        }
+    }
+
+    /// Finishes every tenant left `provisioning` by an interrupted process.
+    public func resumeInterrupted(actor: ControlPlane.Actor) async throws -> [CreateOutcome] {
+        let pending = try await withControl { store in
+            try await store.tenants().filter { $0.status == .provisioning }
+        }
+        var outcomes: [CreateOutcome] = []
+        for tenant in pending {
+            let slug = try TenantSlug(tenant.id)
+            do {
+                outcomes.append(try await create(slug, name: tenant.name, server: tenant.server, actor: actor))
+            } catch {
+                logger.error("could not finish provisioning", metadata: ["tenant": "\(slug)", "error": "\(OperatorFailure(error).message)"])
+            }
+        }
+        return outcomes
+    }
+
+    private func withControl<Result: Sendable>(_ body: (ControlStore) async throws -> Result) async throws -> Result {
+        try await DatabaseConnection.with(controlURL, logger: logger) { connection in
+            try await body(ControlStore(connection: connection, logger: logger))
+        }
+    }
+}
+
+/// The steps of `create`, in order.
+public enum ProvisioningStep: String, Sendable, Codable {
+    case registered, role, database, migrate
+}
+
+/// A tenant's database and role names, validated as SQL identifiers.
+struct TenantNames {
+    let database: SQLIdentifier
+    let role: SQLIdentifier
+
+    init(_ slug: TenantSlug) throws {
+        database = try SQLIdentifier(slug.databaseName)
+        role = try SQLIdentifier(slug.roleName)
+    }
+}
+
+extension TenantRecord {
+    func requireServer() throws -> String {
+        guard let server else { throw ControlError.conflict("tenant \(id) has no database server") }
+        return server
+    }
+}

@@ -1,0 +1,211 @@
+import ArgumentParser
+import Config
+import ControlPlane
+import Core
+import Foundation
+import Provisioner
+
+extension Tenantplane {
+    struct Tenant: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Create, inspect, suspend, resume and delete tenants; manage their API keys.",
+            subcommands: [Create.self, List.self, Show.self, Suspend.self, Resume.self, Delete.self, Key.self]
+        )
+    }
+}
+
+extension Tenantplane.Tenant {
+    struct Create: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Create a tenant: its login role, its own database, its schema.",
+            discussion: """
+                Resumable: a creation cut short (crash, server down) is finished by running the same command \
+                again. The database is copied from the server's tenantplane_template (kept at the latest \
+                tenant migration); when that is impossible it is created empty and migrated, and the output \
+                says so. Placement: the active server with the most free capacity, unless --server is given.
+                """
+        )
+
+        @Argument(help: "Tenant id: 3-40 of a-z, 0-9, '-'; starts with a letter.") var slug: String
+        @Option(name: .long, help: "Display name.") var name: String
+        @Option(name: .long, help: "Database server to place it on.") var server: String?
+        @OptionGroup var output: JSONFlag
+
+        func run() async throws {
+            try await reportingFailures {
+                let slug = try TenantSlug(slug)
+                let context = try CommandContext()
+                let provisioner = try Provisioner(settings: context.settings, logger: context.logger)
+                let outcome = try await provisioner.create(slug, name: name, server: server, actor: context.actor)
+                if output.json { return try Output.json(outcome.tenant) }
+                if let note = outcome.templateNote { Output.note("tenantplane: note: \(note)") }
+                let how = switch outcome.origin {
+                case .template: "copied from the template"
+                case .refreshedTemplate: "copied from the template (refreshed to the latest migration first)"
+                case .migratedFromEmpty: "created empty and migrated (template not used)"
+                case .existing: "an interrupted creation finished"
+                }
+                Output.line(
+                    "created tenant \(outcome.tenant.id) on server \(outcome.tenant.server ?? "-") at schema version \(outcome.tenant.schemaVersion ?? 0) (\(how))")
+            }
+        }
+    }
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List tenants (deleted ones with --all).")
+        @Flag(name: .long, help: "Include deleted tenants.") var all = false
+        @OptionGroup var output: JSONFlag
+
+        func run() async throws {
+            try await reportingFailures {
+                let context = try CommandContext()
+                let tenants = try await context.withControl { try await $0.tenants(includingDeleted: all) }
+                if output.json { return try Output.json(tenants) }
+                Output.table(
+                    ["ID", "STATUS", "SERVER", "SCHEMA", "NAME"],
+                    tenants.map {
+                        [$0.id, $0.status.rawValue, $0.server ?? "-", $0.schemaVersion.map(String.init) ?? "-", $0.name]
+                    })
+            }
+        }
+    }
+
+    struct Show: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Show one tenant.")
+        @Argument(help: "Tenant id.") var slug: String
+        @OptionGroup var output: JSONFlag
+
+        func run() async throws {
+            try await reportingFailures {
+                let slug = try TenantSlug(slug)
+                let context = try CommandContext()
+                let tenant = try await context.withControl { try await $0.requireTenant(slug) }
+                if output.json { return try Output.json(tenant) }
+                Output.line("id:             \(tenant.id)")
+                Output.line("name:           \(tenant.name)")
+                Output.line("status:         \(tenant.status.rawValue)")
+                Output.line("server:         \(tenant.server ?? "-")")
+                Output.line("schema_version: \(tenant.schemaVersion.map(String.init) ?? "-")")
+                Output.line("database_url:   \(tenant.databaseUrl)")
+                if let error = tenant.lastError { Output.line("last_error:     \(error)") }
+            }
+        }
+    }
+
+    struct Suspend: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Suspend a tenant: its role cannot log in, its sessions end, its API answers 403.")
+        @Argument(help: "Tenant id.") var slug: String
+        @OptionGroup var output: JSONFlag
+
+        func run() async throws {
+            try await reportingFailures {
+                let slug = try TenantSlug(slug)
+                let context = try CommandContext()
+                let tenant = try await Provisioner(settings: context.settings, logger: context.logger)
+                    .suspend(slug, actor: context.actor)
+                if output.json { try Output.json(tenant) } else { Output.line("suspended tenant \(tenant.id)") }
+            }
+        }
+    }
+
+    struct Resume: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Lift a tenant's suspension.")
+        @Argument(help: "Tenant id.") var slug: String
+        @OptionGroup var output: JSONFlag
+
+        func run() async throws {
+            try await reportingFailures {
+                let slug = try TenantSlug(slug)
+                let context = try CommandContext()
+                let tenant = try await Provisioner(settings: context.settings, logger: context.logger)
+                    .resume(slug, actor: context.actor)
+                if output.json { try Output.json(tenant) } else { Output.line("resumed tenant \(tenant.id)") }
+            }
+        }
+    }
+
+    struct Delete: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Delete a tenant's database, role, keys and stored artifacts (the control row stays, as deleted).")
+        @Argument(help: "Tenant id.") var slug: String
+        @Option(name: .long, help: "The tenant id again, to confirm.") var confirm: String
+        @OptionGroup var output: JSONFlag
+
+        func run() async throws {
+            try await reportingFailures {
+                let slug = try TenantSlug(slug)
+                let context = try CommandContext()
+                let tenant = try await Provisioner(settings: context.settings, logger: context.logger)
+                    .delete(slug, confirmation: confirm, actor: context.actor)
+                if output.json { try Output.json(tenant) } else { Output.line("deleted tenant \(tenant.id)") }
+            }
+        }
+    }
+
+    struct Key: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Tenant API keys (only their SHA-256 hashes are stored).",
+            subcommands: [Create.self, List.self, Revoke.self]
+        )
+
+        struct Create: AsyncParsableCommand {
+            static let configuration = CommandConfiguration(abstract: "Issue a key; it is printed once, never again.")
+            @Argument(help: "Tenant id.") var slug: String
+            @OptionGroup var output: JSONFlag
+
+            func run() async throws {
+                try await reportingFailures {
+                    let slug = try TenantSlug(slug)
+                    let context = try CommandContext()
+                    let key = try await context.withControl { store in
+                        try await store.audited(context.actor, action: "tenant.key.create", resourceType: "tenant", resourceId: slug.rawValue) {
+                            try await store.createAPIKey(for: slug)
+                        }
+                    }
+                    if output.json { return try Output.json(key) }
+                    Output.line("id:  \(key.id)")
+                    Output.line("key: \(key.key)")
+                    Output.note("tenantplane: store the key now; it cannot be shown again")
+                }
+            }
+        }
+
+        struct List: AsyncParsableCommand {
+            static let configuration = CommandConfiguration(abstract: "List a tenant's keys (ids and dates, never the keys).")
+            @Argument(help: "Tenant id.") var slug: String
+            @OptionGroup var output: JSONFlag
+
+            func run() async throws {
+                try await reportingFailures {
+                    let slug = try TenantSlug(slug)
+                    let context = try CommandContext()
+                    let keys = try await context.withControl { try await $0.apiKeys(for: slug) }
+                    if output.json { return try Output.json(keys) }
+                    let formatter = ISO8601DateFormatter()
+                    Output.table(
+                        ["ID", "CREATED", "REVOKED"],
+                        keys.map { [$0.id, formatter.string(from: $0.createdAt), $0.revokedAt.map(formatter.string(from:)) ?? "-"] })
+                }
+            }
+        }
+
+        struct Revoke: AsyncParsableCommand {
+            static let configuration = CommandConfiguration(abstract: "Revoke a key by its id.")
+            @Argument(help: "Key id (key_…).") var keyID: String
+            @OptionGroup var output: JSONFlag
+
+            func run() async throws {
+                try await reportingFailures {
+                    let context = try CommandContext()
+                    let key = try await context.withControl { store in
+                        try await store.audited(context.actor, action: "tenant.key.revoke", resourceType: "api_key", resourceId: keyID) {
+                            try await store.revokeAPIKey(id: keyID)
+                        }
+                    }
+                    if output.json { try Output.json(key) } else { Output.line("revoked key \(key.id) of tenant \(key.tenantId)") }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,98 @@
+import Core
+import Crypto
+import Foundation
+import PostgresNIO
+
+/// A tenant API key as listed: never the key itself.
+public struct APIKeyRecord: Sendable, Codable, Equatable {
+    public var id: String
+    public var tenantId: String
+    public var createdAt: Date
+    public var revokedAt: Date?
+}
+
+/// A key just created: the only time the key is seen.
+public struct IssuedAPIKey: Sendable, Codable, Equatable {
+    public var id: String
+    public var key: String
+}
+
+public enum APIKeyHash {
+    /// SHA-256 of the key: what the control database stores and looks up.
+    public static func digest(_ key: String) -> Data {
+        Data(SHA256.hash(data: Data(key.utf8)))
+    }
+}
+
+extension ControlStore {
+    /// Issues a key for an active or suspended tenant. Only its hash is stored.
+    public func createAPIKey(for slug: TenantSlug) async throws -> IssuedAPIKey {
+        let tenant = try await requireTenant(slug)
+        guard tenant.status == .active || tenant.status == .suspended else {
+            throw ControlError.conflict("tenant \(slug) is \(tenant.status.rawValue); keys are issued to active or suspended tenants")
+        }
+        let id = "key_" + RandomToken.hex(bytes: 8)
+        let key = "tpk_" + RandomToken.urlSafe(bytes: 32)
+        try await connection.query(
+            """
+            INSERT INTO tenant_api_keys (id, tenant_id, key_hash) VALUES (\(id), \(slug.rawValue), \(APIKeyHash.digest(key)))
+            """,
+            logger: logger)
+        return IssuedAPIKey(id: id, key: key)
+    }
+
+    public func apiKeys(for slug: TenantSlug) async throws -> [APIKeyRecord] {
+        _ = try await requireTenant(slug)
+        let rows = try await connection.query(
+            """
+            SELECT id, tenant_id, created_at, revoked_at FROM tenant_api_keys
+            WHERE tenant_id = \(slug.rawValue) ORDER BY created_at, id
+            """,
+            logger: logger)
+        var keys: [APIKeyRecord] = []
+        for try await (id, tenant, created, revoked) in rows.decode((String, String, Date, Date?).self) {
+            keys.append(APIKeyRecord(id: id, tenantId: tenant, createdAt: created, revokedAt: revoked))
+        }
+        return keys
+    }
+
+    /// Revokes a key (idempotent); `tenant`, when given, must own it.
+    @discardableResult
+    public func revokeAPIKey(id: String, tenant: TenantSlug? = nil) async throws -> APIKeyRecord {
+        let rows = try await connection.query(
+            """
+            UPDATE tenant_api_keys SET revoked_at = COALESCE(revoked_at, now())
+            WHERE id = \(id) AND (\(tenant?.rawValue)::text IS NULL OR tenant_id = \(tenant?.rawValue))
+            RETURNING id, tenant_id, created_at, revoked_at
+            """,
+            logger: logger)
+        guard let row = try await rows.collect().first else { throw ControlError.notFound("no such API key") }
+        let (keyID, tenantID, created, revoked) = try row.decode((String, String, Date, Date?).self)
+        return APIKeyRecord(id: keyID, tenantId: tenantID, createdAt: created, revokedAt: revoked)
+    }
+
+    public func revokeAllAPIKeys(for slug: TenantSlug) async throws {
+        try await connection.query(
+            "UPDATE tenant_api_keys SET revoked_at = now() WHERE tenant_id = \(slug.rawValue) AND revoked_at IS NULL",
+            logger: logger)
+    }
+}
+
+/// Random tokens from the system's secure generator.
+public enum RandomToken {
+    public static func bytes(_ count: Int) -> [UInt8] {
+        var generator = SystemRandomNumberGenerator()
+        return (0..<count).map { _ in UInt8.random(in: 0...255, using: &generator) }
+    }
+
+    public static func hex(bytes count: Int) -> String {
+        bytes(count).map { String(format: "%02x", $0) }.joined()
+    }
+
+    /// Base64url without padding: safe in URLs, headers and SQL literals.
+    public static func urlSafe(bytes count: Int) -> String {
+        Data(bytes(count)).base64EncodedString()
+            .replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_")
+            .replacingOccurrences(of: "=", with: "")
+    }
+}

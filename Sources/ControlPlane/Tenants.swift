@@ -1,0 +1,165 @@
+import Core
+import Foundation
+import PostgresNIO
+
+public enum TenantStatus: String, Sendable, Codable, CaseIterable {
+    case provisioning, active, suspended, deleting, deleted, failed
+}
+
+/// A tenant as the control database knows it. Holds no secret.
+public struct TenantRecord: Sendable, Codable, Equatable {
+    public var id: String
+    public var name: String
+    public var status: TenantStatus
+    public var isActive: Bool
+    public var server: String?
+    public var schemaVersion: Int?
+    /// `postgres://ROLE@HOST:PORT/DB?sslmode=…`, no password.
+    public var databaseUrl: String
+    public var createdAt: Date
+    public var updatedAt: Date
+    public var provisioningStep: String?
+    public var lastError: String?
+}
+
+extension ControlStore {
+    static let tenantColumns = """
+        id, name, status, COALESCE(is_active, false), server, schema_version, database_url,
+        COALESCE(created_at, now()::timestamp), updated_at, provisioning_step, last_error
+        """
+
+    static func decodeTenant(_ row: PostgresRow) throws -> TenantRecord {
+        let (id, name, status, active, server, version, url, created, updated, step, error) = try row.decode(
+            (String, String, String, Bool, String?, Int?, String, Date, Date, String?, String?).self)
+        return TenantRecord(
+            id: id, name: name, status: TenantStatus(rawValue: status) ?? .failed, isActive: active, server: server,
+            schemaVersion: version, databaseUrl: url, createdAt: created, updatedAt: updated, provisioningStep: step,
+            lastError: error)
+    }
+
+    public func tenant(_ slug: TenantSlug) async throws -> TenantRecord? {
+        let rows = try await connection.query(
+            "SELECT \(unescaped: Self.tenantColumns) FROM tenants WHERE id = \(slug.rawValue)", logger: logger)
+        return try await rows.collect().first.map(Self.decodeTenant)
+    }
+
+    /// The tenant, or a 404 that does not echo the id.
+    public func requireTenant(_ slug: TenantSlug) async throws -> TenantRecord {
+        guard let tenant = try await tenant(slug) else { throw ControlError.notFound("no such tenant") }
+        return tenant
+    }
+
+    public func tenants(includingDeleted: Bool = false) async throws -> [TenantRecord] {
+        let rows = try await connection.query(
+            """
+            SELECT \(unescaped: Self.tenantColumns) FROM tenants
+            WHERE \(includingDeleted) OR status <> 'deleted' ORDER BY id
+            """,
+            logger: logger)
+        var result: [TenantRecord] = []
+        for try await row in rows { result.append(try Self.decodeTenant(row)) }
+        return result
+    }
+
+    /// Inserts a tenant as `provisioning`, or takes over a row that may be
+    /// resumed (`provisioning`, `failed`) or reused (`deleted`). An `active` or
+    /// `suspended` tenant is left untouched: `alreadyExists`.
+    public func registerTenant(
+        _ slug: TenantSlug, name: String, server: String, databaseURL: String
+    ) async throws -> TenantRecord {
+        if let existing = try await tenant(slug) {
+            switch existing.status {
+            case .active, .suspended:
+                throw ControlError.alreadyExists("tenant \(slug) already exists")
+            case .deleting:
+                throw ControlError.conflict("tenant \(slug) is being deleted; finish that first (tenant delete)")
+            case .provisioning, .failed:
+                try await connection.query(
+                    "UPDATE tenants SET status = 'provisioning', last_error = NULL WHERE id = \(slug.rawValue)",
+                    logger: logger)
+                return try await requireTenant(slug)
+            case .deleted:
+                try await connection.query(
+                    """
+                    UPDATE tenants SET status = 'provisioning', name = \(name), server = \(server),
+                        database_url = \(databaseURL), schema_version = NULL, role_password_encrypted = NULL,
+                        provisioning_step = 'registered', last_error = NULL, created_at = now()
+                    WHERE id = \(slug.rawValue)
+                    """,
+                    logger: logger)
+                return try await requireTenant(slug)
+            }
+        }
+        try await connection.query(
+            """
+            INSERT INTO tenants (id, name, database_url, status, server, provisioning_step)
+            VALUES (\(slug.rawValue), \(name), \(databaseURL), 'provisioning', \(server), 'registered')
+            """,
+            logger: logger)
+        return try await requireTenant(slug)
+    }
+
+    public func setTenantStatus(_ slug: TenantSlug, _ status: TenantStatus, error: String? = nil) async throws {
+        try await connection.query(
+            "UPDATE tenants SET status = \(status.rawValue), last_error = \(error) WHERE id = \(slug.rawValue)",
+            logger: logger)
+    }
+
+    public func setProvisioningStep(_ slug: TenantSlug, _ step: String?) async throws {
+        try await connection.query(
+            "UPDATE tenants SET provisioning_step = \(step) WHERE id = \(slug.rawValue)", logger: logger)
+    }
+
+    public func setSchemaVersion(_ slug: TenantSlug, _ version: Int) async throws {
+        try await connection.query(
+            "UPDATE tenants SET schema_version = \(version) WHERE id = \(slug.rawValue)", logger: logger)
+    }
+
+    /// The row stays, as `deleted`, for the audit trail; its secret goes.
+    public func markDeleted(_ slug: TenantSlug) async throws {
+        try await connection.query(
+            """
+            UPDATE tenants SET status = 'deleted', role_password_encrypted = NULL, provisioning_step = NULL,
+                last_error = NULL
+            WHERE id = \(slug.rawValue)
+            """,
+            logger: logger)
+    }
+
+    public func sealedRolePassword(_ slug: TenantSlug) async throws -> Data? {
+        let rows = try await connection.query(
+            "SELECT role_password_encrypted FROM tenants WHERE id = \(slug.rawValue)", logger: logger)
+        return try await rows.collect().first?.decode(Data?.self)
+    }
+
+    public func storeSealedRolePassword(_ slug: TenantSlug, _ sealed: Data) async throws {
+        try await connection.query(
+            "UPDATE tenants SET role_password_encrypted = \(sealed) WHERE id = \(slug.rawValue)", logger: logger)
+    }
+
+    /// The active server with the most free capacity.
+    public func pickServer() async throws -> DatabaseServer {
+        let candidates = try await servers().filter { $0.isActive && $0.freeCapacity > 0 }
+        guard let best = candidates.max(by: { $0.freeCapacity < $1.freeCapacity }) else {
+            throw ControlError.conflict("every active database server is full (add one: tenantplane server add)")
+        }
+        return best
+    }
+
+    /// Serialises work on one tenant across processes: a session advisory lock
+    /// of the control database, held while `body` runs.
+    public func withTenantLock<Result>(_ slug: TenantSlug, _ body: () async throws -> Result) async throws -> Result {
+        let key = "tenant:\(slug.rawValue)"
+        try await connection.query("SELECT pg_advisory_lock(hashtext(\(key)))", logger: logger)
+        do {
+            let result = try await body()
+            try await connection.query("SELECT pg_advisory_unlock(hashtext(\(key)))", logger: logger)
+            return result
+        } catch {
+            if !connection.isClosed {
+                _ = try? await connection.query("SELECT pg_advisory_unlock(hashtext(\(key)))", logger: logger)
+            }
+            throw error
+        }
+    }
+}

@@ -1,0 +1,79 @@
+import ControlPlane
+import Core
+import Hummingbird
+import Provisioner
+
+/// Tenants under `/admin/tenants/…`, the same operations as `tenantplane tenant`.
+struct AdminTenantRoutes {
+    let control: ControlAccess
+    let provisioner: Provisioner
+
+    struct NewTenant: Decodable {
+        let id: String
+        let name: String
+        let server: String?
+    }
+
+    struct Tenants: ResponseEncodable { let tenants: [TenantRecord] }
+    struct Keys: ResponseEncodable { let keys: [APIKeyRecord] }
+
+    func register(on admin: RouterGroup<APIRequestContext>) {
+        admin.post("tenants") { request, context -> EditedResponse<TenantRecord> in
+            let body = try await request.decode(as: NewTenant.self, context: context)
+            let slug = try TenantSlug(body.id)
+            let outcome = try await provisioner.create(slug, name: body.name, server: body.server, actor: .adminToken)
+            return EditedResponse(status: .created, response: outcome.tenant)
+        }
+        admin.get("tenants") { _, _ in
+            Tenants(tenants: try await control.run { try await $0.tenants() })
+        }
+        admin.get("tenants/:id") { _, context -> TenantRecord in
+            let slug = try Self.slug(context)
+            return try await control.run { try await $0.requireTenant(slug) }
+        }
+        admin.post("tenants/:id/suspend") { _, context -> TenantRecord in
+            try await provisioner.suspend(try Self.slug(context), actor: .adminToken)
+        }
+        admin.post("tenants/:id/resume") { _, context -> TenantRecord in
+            try await provisioner.resume(try Self.slug(context), actor: .adminToken)
+        }
+        admin.delete("tenants/:id") { _, context -> TenantRecord in
+            let slug = try Self.slug(context)
+            return try await provisioner.delete(slug, confirmation: slug.rawValue, actor: .adminToken)
+        }
+        admin.post("tenants/:id/keys") { _, context -> EditedResponse<IssuedAPIKey> in
+            let slug = try Self.slug(context)
+            let key = try await control.run { store in
+                try await store.audited(.adminToken, action: "tenant.key.create", resourceType: "tenant", resourceId: slug.rawValue) {
+                    try await store.createAPIKey(for: slug)
+                }
+            }
+            return EditedResponse(status: .created, response: key)
+        }
+        admin.get("tenants/:id/keys") { _, context -> Keys in
+            let slug = try Self.slug(context)
+            return Keys(keys: try await control.run { try await $0.apiKeys(for: slug) })
+        }
+        admin.delete("tenants/:id/keys/:key") { _, context -> APIKeyRecord in
+            let slug = try Self.slug(context)
+            let keyID = try context.parameters.require("key")
+            return try await control.run { store in
+                try await store.audited(.adminToken, action: "tenant.key.revoke", resourceType: "api_key", resourceId: keyID) {
+                    try await store.revokeAPIKey(id: keyID, tenant: slug)
+                }
+            }
+        }
+    }
+
+    /// The path's tenant id; a malformed one is a 404 like an unknown one.
+    static func slug(_ context: APIRequestContext) throws -> TenantSlug {
+        guard let raw = context.parameters.get("id"), let slug = try? TenantSlug(raw) else {
+            throw ControlError.notFound("no such tenant")
+        }
+        return slug
+    }
+}
+
+extension TenantRecord: ResponseEncodable {}
+extension IssuedAPIKey: ResponseEncodable {}
+extension APIKeyRecord: ResponseEncodable {}
