@@ -21,6 +21,14 @@ public enum ControlDatabase {
         logger: Logger
     ) async throws -> MigrationOutcome {
         let report = try await Migrator(migrations: migrations).migrate(connection, logger: logger)
+        // Tenant roles live on this server too: none of them may open the control database.
+        try await connection.query(
+            """
+            DO $revoke$ BEGIN
+                EXECUTE format('REVOKE CONNECT, TEMPORARY ON DATABASE %I FROM PUBLIC', current_database());
+            END $revoke$
+            """,
+            logger: logger)
         let store = ControlStore(connection: connection, logger: logger)
         let registered = try await store.registerDefaultServerIfNone(controlURL: controlURL, secrets: secrets)
         return MigrationOutcome(report: report, registeredDefaultServer: registered)

@@ -242,12 +242,12 @@ public struct Provisioner: Sendable {
     /// Drops the tenant's database, role and storage; keeps the control row as
     /// `deleted`. Resumable: a delete cut short is finished by running it again.
     public func delete(_ slug: TenantSlug, confirmation: String, actor: ControlPlane.Actor) async throws -> TenantRecord {
-        guard confirmation == slug.rawValue else {
-            throw ControlError.invalid("deleting a tenant needs its id repeated as confirmation (--confirm \(slug))")
-        }
-        return try await withControl { store in
+        try await withControl { store in
             try await store.withTenantLock(slug) {
                 try await store.audited(actor, action: "tenant.delete", resourceType: "tenant", resourceId: slug.rawValue) {
+                    guard confirmation == slug.rawValue else {
+                        throw ControlError.invalid("deleting a tenant needs its id repeated as confirmation (--confirm \(slug))")
+                    }
                     let tenant = try await store.requireTenant(slug)
                     guard tenant.status != .deleted else { throw ControlError.notFound("no such tenant") }
                     try await store.setTenantStatus(slug, .deleting)

@@ -1,0 +1,365 @@
+import Config
+import ControlPlane
+import Core
+import Foundation
+import HTTPTypes
+import Hummingbird
+import HummingbirdTesting
+import PostgresNIO
+import Testing
+
+/// A migrated control database on the test cluster. Tenant databases land on
+/// the same cluster, so each test uses its own slugs (tenant names are global).
+struct ProvisioningFixture {
+    let controlURL: PostgresURL
+    let cli: CLIRunner
+    let storage: URL
+
+    static func with(_ body: (ProvisioningFixture) async throws -> Void) async throws {
+        try await TestCluster.withScratchDatabase { url in
+            let storage = FileManager.default.temporaryDirectory.appendingPathComponent("tp-storage-\(UUID().uuidString)")
+            defer { try? FileManager.default.removeItem(at: storage) }
+            let cli = try CLIRunner.forControlDatabase(url, extra: ["TENANTPLANE_STORAGE": storage.path])
+            let migrated = try await cli.run("migrate", "control")
+            try #require(migrated.exitCode == 0, "\(migrated.stderr)")
+            let fixture = ProvisioningFixture(controlURL: url, cli: cli, storage: storage)
+            do {
+                try await body(fixture)
+                try await fixture.dropTenantDatabases()
+            } catch {
+                try? await fixture.dropTenantDatabases()
+                throw error
+            }
+        }
+    }
+
+    /// Unique slugs per test run: the cluster is shared by parallel tests.
+    static func slug(_ prefix: String) -> String {
+        "\(prefix)-\(UUID().uuidString.prefix(8).lowercased())"
+    }
+
+    func tenantDatabases(_ slug: String) async throws -> [String] {
+        let name = try TenantSlug(slug).databaseName
+        return try await TestCluster.query(
+            controlURL, "SELECT datname::text FROM pg_database WHERE datname = \(name)"
+        ).map { try $0.decode(String.self) }
+    }
+
+    func tenantRoles(_ slug: String) async throws -> [String] {
+        let name = try TenantSlug(slug).roleName
+        return try await TestCluster.query(controlURL, "SELECT rolname::text FROM pg_roles WHERE rolname = \(name)")
+            .map { try $0.decode(String.self) }
+    }
+
+    func status(_ slug: String) async throws -> String? {
+        try await TestCluster.query(controlURL, "SELECT status FROM tenants WHERE id = \(slug)").first?.decode(String.self)
+    }
+
+    /// The tenant role's URL with its real password, opened with the master key.
+    func tenantURL(_ slug: String) async throws -> PostgresURL {
+        let row = try #require(
+            try await TestCluster.query(
+                controlURL, "SELECT database_url, role_password_encrypted FROM tenants WHERE id = \(slug)"
+            ).first)
+        let (raw, sealed) = try row.decode((String, Data).self)
+        let key = try MasterKey(base64: cli.environment["TENANTPLANE_MASTER_KEY"]!, source: "test")
+        var url = try PostgresURL(raw)
+        url.password = try SecretBox(masterKey: key).open(sealed, owner: slug)
+        return url
+    }
+
+    func dropTenantDatabases() async throws {
+        let tenants = try await TestCluster.query(controlURL, "SELECT id FROM tenants").map { try $0.decode(String.self) }
+        for id in tenants {
+            let slug = try TenantSlug(id)
+            try await TestCluster.drop(slug.databaseName)
+            _ = try? await TestCluster.query(try TestCluster.adminURL, PostgresQuery(unsafeSQL: "DROP ROLE IF EXISTS \(slug.roleName)"))
+        }
+    }
+}
+
+@Suite("Provisioning and tenant lifecycle")
+struct ProvisioningTests {
+    @Test func createMakesAnActiveTenantWithItsOwnRoleAndDatabase() async throws {
+        try await ProvisioningFixture.with { fixture in
+            let slug = ProvisioningFixture.slug("acme")
+            let created = try await fixture.cli.run("tenant", "create", slug, "--name", "Acme Inc", "--json")
+            #expect(created.exitCode == 0, "\(created.stderr)")
+            let tenant = try #require(try created.jsonObject() as? [String: Any])
+            #expect(tenant["id"] as? String == slug)
+            #expect(tenant["name"] as? String == "Acme Inc")
+            #expect(tenant["status"] as? String == "active")
+            #expect(tenant["server"] as? String == "default")
+            #expect(tenant["schema_version"] as? Int == 1)
+            #expect((tenant["database_url"] as? String)?.contains(":") == true)
+
+            let shown = try await fixture.cli.run("tenant", "show", slug, "--json")
+            #expect(try #require(try shown.jsonObject() as? [String: Any])["status"] as? String == "active")
+
+            // The role logs in with its real password and owns its tables.
+            let url = try await fixture.tenantURL(slug)
+            #expect(url.password.map { !(tenant["database_url"] as! String).contains($0) } == true)
+            let owners = try await TestCluster.query(
+                url, "SELECT DISTINCT tableowner::text FROM pg_tables WHERE schemaname = 'public'")
+            #expect(try owners.map { try $0.decode(String.self) } == [try TenantSlug(slug).roleName])
+            _ = try await TestCluster.query(url, "INSERT INTO runs (status) VALUES ('pending')")
+
+            // No password in plain text anywhere in the control database.
+            let dump = try await TestCluster.query(
+                fixture.controlURL, "SELECT count(*)::int FROM tenants WHERE database_url LIKE \("%" + url.password! + "%")")
+            #expect(try dump.first?.decode(Int.self) == 0)
+        }
+    }
+
+    @Test(arguments: ["A", "x", "../etc", "a'b", "robert\"; drop", String(repeating: "a", count: 64), "postgres", "template1", "9abc", "abc-", "ab", "tenant_x", "ÅÄÖ-tenant"])
+    func invalidOrDangerousSlugsAreRejectedBeforeAnySQL(_ slug: String) async throws {
+        try await ProvisioningFixture.with { fixture in
+            let result = try await fixture.cli.run("tenant", "create", slug, "--name", "X")
+            #expect(result.exitCode == 1)
+            #expect(result.stderr.hasPrefix("tenantplane: tenant id "))
+            let count = try await TestCluster.query(fixture.controlURL, "SELECT count(*)::int FROM tenants")
+            #expect(try count.first?.decode(Int.self) == 0)
+        }
+    }
+
+    @Test func anExistingSlugIsRefusedAndNothingIsTouched() async throws {
+        try await ProvisioningFixture.with { fixture in
+            let slug = ProvisioningFixture.slug("dup")
+            #expect(try await fixture.cli.run("tenant", "create", slug, "--name", "First").exitCode == 0)
+            let before = try await TestCluster.query(fixture.controlURL, "SELECT updated_at FROM tenants WHERE id = \(slug)")
+                .first?.decode(Date.self)
+            let again = try await fixture.cli.run("tenant", "create", slug, "--name", "Second")
+            #expect(again.exitCode == 1)
+            #expect(again.stderr == "tenantplane: tenant \(slug) already exists\n")
+            let after = try await TestCluster.query(fixture.controlURL, "SELECT name, updated_at FROM tenants WHERE id = \(slug)")
+            let (name, updated) = try #require(after.first).decode((String, Date).self)
+            #expect(name == "First")
+            #expect(updated == before)
+            #expect(try await fixture.tenantDatabases(slug).count == 1)
+        }
+    }
+
+    @Test func unknownServerAndFullFleetAreClearErrors() async throws {
+        try await ProvisioningFixture.with { fixture in
+            let slug = ProvisioningFixture.slug("nowhere")
+            let unknown = try await fixture.cli.run("tenant", "create", slug, "--name", "X", "--server", "ghost")
+            #expect(unknown.exitCode == 1)
+            #expect(unknown.stderr.contains("unknown database server ghost"))
+            _ = try await TestCluster.query(fixture.controlURL, "UPDATE database_servers SET capacity = 0")
+            let full = try await fixture.cli.run("tenant", "create", slug, "--name", "X")
+            #expect(full.exitCode == 1)
+            #expect(full.stderr.contains("every active database server is full"))
+            #expect(try await fixture.status(slug) == nil)
+        }
+    }
+
+    @Test func anUnreachableServerLeavesTheTenantFailedAndARetrySucceeds() async throws {
+        try await ProvisioningFixture.with { fixture in
+            let slug = ProvisioningFixture.slug("down")
+            let admin = try TestCluster.adminURL
+            _ = try await TestCluster.query(
+                fixture.controlURL,
+                "UPDATE database_servers SET admin_url = \("postgres://\(admin.user)@127.0.0.1:1/\(admin.database)?sslmode=disable")")
+            let failed = try await fixture.cli.run("tenant", "create", slug, "--name", "Down")
+            #expect(failed.exitCode == 1)
+            #expect(failed.stderr.contains("cannot reach PostgreSQL at 127.0.0.1:1"))
+            #expect(try await fixture.status(slug) == "failed")
+            let reason = try await TestCluster.query(fixture.controlURL, "SELECT last_error FROM tenants WHERE id = \(slug)")
+            #expect(try reason.first?.decode(String?.self)?.contains("cannot reach") == true)
+
+            _ = try await TestCluster.query(
+                fixture.controlURL, "UPDATE database_servers SET admin_url = \(fixture.controlURL.redacted)")
+            let retried = try await fixture.cli.run("tenant", "create", slug, "--name", "Down")
+            #expect(retried.exitCode == 0, "\(retried.stderr)")
+            #expect(try await fixture.status(slug) == "active")
+        }
+    }
+
+    @Test(arguments: ["registered", "role", "database", "migrate"])
+    func aProcessKilledAfterAnyStepIsFinishedByRunningCreateAgain(_ step: String) async throws {
+        try await ProvisioningFixture.with { fixture in
+            let slug = ProvisioningFixture.slug("kill")
+            var killer = fixture.cli
+            killer.environment["TENANTPLANE_FAULT_AFTER"] = step
+            let killed = try await killer.run("tenant", "create", slug, "--name", "Killed")
+            #expect(killed.exitCode != 0)
+            #expect(try await fixture.status(slug) == "provisioning")
+
+            let resumed = try await fixture.cli.run("tenant", "create", slug, "--name", "Killed", "--json")
+            #expect(resumed.exitCode == 0, "\(resumed.stderr)")
+            #expect(try await fixture.status(slug) == "active")
+            #expect(try await fixture.tenantDatabases(slug).count == 1)
+            #expect(try await fixture.tenantRoles(slug).count == 1)
+            let url = try await fixture.tenantURL(slug)
+            let version = try await TestCluster.query(url, "SELECT max(version) FROM schema_migrations")
+            #expect(try version.first?.decode(Int.self) == 1)
+        }
+    }
+
+    @Test func aTenantRoleCannotOpenAnotherTenantsDatabaseNorTheControlDatabase() async throws {
+        try await ProvisioningFixture.with { fixture in
+            let a = ProvisioningFixture.slug("iso-a")
+            let b = ProvisioningFixture.slug("iso-b")
+            #expect(try await fixture.cli.run("tenant", "create", a, "--name", "A").exitCode == 0)
+            #expect(try await fixture.cli.run("tenant", "create", b, "--name", "B").exitCode == 0)
+            let aURL = try await fixture.tenantURL(a)
+            let bURL = try await fixture.tenantURL(b)
+            for target in [bURL.database, fixture.controlURL.database, "tenantplane_template"] {
+                await #expect(throws: DatabaseError.self) {
+                    _ = try await TestCluster.query(aURL.with(database: target), "SELECT 1")
+                }
+            }
+            // And with a wrong password it cannot log in to its own.
+            await #expect(throws: DatabaseError.self) {
+                _ = try await TestCluster.query(bURL.with(user: bURL.user, password: "wrong"), "SELECT 1")
+            }
+        }
+    }
+
+    @Test func suspendBlocksTheRoleAndResumeRestoresIt() async throws {
+        try await ProvisioningFixture.with { fixture in
+            let slug = ProvisioningFixture.slug("sus")
+            #expect(try await fixture.cli.run("tenant", "create", slug, "--name", "S").exitCode == 0)
+            let url = try await fixture.tenantURL(slug)
+            #expect(try await fixture.cli.run("tenant", "suspend", slug).exitCode == 0)
+            let row = try #require(try await TestCluster.query(fixture.controlURL, "SELECT status, is_active FROM tenants WHERE id = \(slug)").first)
+            #expect(try row.decode((String, Bool).self) == ("suspended", false))
+            await #expect(throws: DatabaseError.self) { _ = try await TestCluster.query(url, "SELECT 1") }
+            let again = try await fixture.cli.run("tenant", "suspend", slug)
+            #expect(again.exitCode == 0)
+            #expect(try await fixture.cli.run("tenant", "resume", slug).exitCode == 0)
+            #expect(try await fixture.status(slug) == "active")
+            _ = try await TestCluster.query(url, "SELECT 1")
+            let unknown = try await fixture.cli.run("tenant", "suspend", "ghost-tenant")
+            #expect(unknown.exitCode == 1)
+            #expect(unknown.stderr == "tenantplane: no such tenant\n")
+        }
+    }
+
+    @Test func deleteNeedsConfirmationThenRemovesEverythingButTheRow() async throws {
+        try await ProvisioningFixture.with { fixture in
+            let slug = ProvisioningFixture.slug("del")
+            #expect(try await fixture.cli.run("tenant", "create", slug, "--name", "D").exitCode == 0)
+            let key = try await fixture.cli.run("tenant", "key", "create", slug, "--json").json(IssuedAPIKey.self)
+            let files = fixture.storage.appendingPathComponent(slug).appendingPathComponent("run/step")
+            try FileManager.default.createDirectory(at: files, withIntermediateDirectories: true)
+            try Data("x".utf8).write(to: files.appendingPathComponent("output.json"))
+
+            let wrong = try await fixture.cli.run("tenant", "delete", slug, "--confirm", "other")
+            #expect(wrong.exitCode == 1)
+            #expect(try await fixture.status(slug) == "active")
+
+            let deleted = try await fixture.cli.run("tenant", "delete", slug, "--confirm", slug)
+            #expect(deleted.exitCode == 0, "\(deleted.stderr)")
+            #expect(try await fixture.status(slug) == "deleted")
+            #expect(try await fixture.tenantDatabases(slug).isEmpty)
+            #expect(try await fixture.tenantRoles(slug).isEmpty)
+            #expect(!FileManager.default.fileExists(atPath: fixture.storage.appendingPathComponent(slug).path))
+            let revoked = try await TestCluster.query(
+                fixture.controlURL, "SELECT revoked_at IS NOT NULL FROM tenant_api_keys WHERE id = \(key.id)")
+            #expect(try revoked.first?.decode(Bool.self) == true)
+            let audit = try await TestCluster.query(
+                fixture.controlURL,
+                "SELECT outcome FROM control_audit_logs WHERE action = 'tenant.delete' AND resource_id = \(slug) ORDER BY id")
+            #expect(try audit.map { try $0.decode(String.self) } == ["failure", "success"])
+            #expect(try await fixture.cli.run("tenant", "list", "--json").json([TenantRecord].self).isEmpty)
+        }
+    }
+
+    @Test func apiKeysArePrintedOnceAndStoredOnlyAsHashes() async throws {
+        try await ProvisioningFixture.with { fixture in
+            let slug = ProvisioningFixture.slug("keys")
+            #expect(try await fixture.cli.run("tenant", "create", slug, "--name", "K").exitCode == 0)
+            let key = try await fixture.cli.run("tenant", "key", "create", slug, "--json").json(IssuedAPIKey.self)
+            #expect(key.key.count > 40)
+            let stored = try await TestCluster.query(
+                fixture.controlURL, "SELECT key_hash FROM tenant_api_keys WHERE id = \(key.id)")
+            #expect(try stored.first?.decode(Data.self) == APIKeyHash.digest(key.key))
+            let listed = try await fixture.cli.run("tenant", "key", "list", slug, "--json")
+            #expect(!listed.stdout.contains(key.key))
+            #expect(try listed.json([APIKeyRecord].self).map(\.id) == [key.id])
+            #expect(try await fixture.cli.run("tenant", "key", "revoke", key.id).exitCode == 0)
+            #expect(try await fixture.cli.run("tenant", "key", "list", slug, "--json").json([APIKeyRecord].self).first?.revokedAt != nil)
+            let unknown = try await fixture.cli.run("tenant", "key", "revoke", "key_nope")
+            #expect(unknown.exitCode == 1)
+            #expect(unknown.stderr == "tenantplane: no such API key\n")
+        }
+    }
+
+    @Test func theTemplateIsRefreshedWhenTenantMigrationsChange() async throws {
+        try await ProvisioningFixture.with { fixture in
+            let folder = FileManager.default.temporaryDirectory.appendingPathComponent("tm-\(UUID().uuidString)")
+            try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+            defer { try? FileManager.default.removeItem(at: folder) }
+            for name in try FileManager.default.contentsOfDirectory(atPath: TestCluster.tenantMigrations) {
+                try FileManager.default.copyItem(atPath: "\(TestCluster.tenantMigrations)/\(name)", toPath: folder.appendingPathComponent(name).path)
+            }
+            var cli = fixture.cli
+            cli.environment["TENANTPLANE_TENANT_MIGRATIONS"] = folder.path
+            let first = ProvisioningFixture.slug("tpl-a")
+            #expect(try await cli.run("tenant", "create", first, "--name", "A").exitCode == 0)
+
+            try Data("CREATE TABLE notes (id SERIAL PRIMARY KEY, body TEXT);".utf8)
+                .write(to: folder.appendingPathComponent("002_notes.sql"))
+            let second = ProvisioningFixture.slug("tpl-b")
+            let created = try await cli.run("tenant", "create", second, "--name", "B")
+            #expect(created.exitCode == 0, "\(created.stderr)")
+            #expect(created.stdout.contains("schema version 2"))
+            #expect(created.stdout.contains("refreshed to the latest migration"))
+            let third = ProvisioningFixture.slug("tpl-c")
+            let fast = try await cli.run("tenant", "create", third, "--name", "C")
+            #expect(fast.stdout.contains("(copied from the template)"))
+            let url = try await fixture.tenantURL(third)
+            _ = try await TestCluster.query(url, "INSERT INTO notes (body) VALUES ('born current')")
+            let owner = try await TestCluster.query(url, "SELECT tableowner::text FROM pg_tables WHERE tablename = 'notes'")
+            #expect(try owner.first?.decode(String.self) == (try TenantSlug(third).roleName))
+        }
+    }
+
+    @Test func adminTenantRoutes() async throws {
+        try await ProvisioningFixture.with { fixture in
+            let app = try TestServer.application(
+                controlURL: fixture.controlURL,
+                extra: [
+                    "TENANTPLANE_MASTER_KEY": fixture.cli.environment["TENANTPLANE_MASTER_KEY"]!,
+                    "TENANTPLANE_STORAGE": fixture.storage.path,
+                ])
+            let slug = ProvisioningFixture.slug("http")
+            try await app.test(.router) { client in
+                let headers = TestServer.adminHeaders
+                let created = try await client.execute(
+                    uri: "/admin/tenants", method: .post, headers: headers,
+                    body: ByteBuffer(string: #"{"id":"\#(slug)","name":"Over HTTP"}"#))
+                #expect(created.status == .created)
+                #expect(created.json["status"] as? String == "active")
+                #expect(created.json["schema_version"] as? Int == 1)
+                let duplicate = try await client.execute(
+                    uri: "/admin/tenants", method: .post, headers: headers,
+                    body: ByteBuffer(string: #"{"id":"\#(slug)","name":"Again"}"#))
+                #expect(duplicate.status == .conflict)
+                let invalid = try await client.execute(
+                    uri: "/admin/tenants", method: .post, headers: headers, body: ByteBuffer(string: #"{"id":"../etc","name":"X"}"#))
+                #expect(invalid.status == .badRequest)
+                #expect(invalid.errorCode == "invalid_slug")
+                let shown = try await client.execute(uri: "/admin/tenants/\(slug)", method: .get, headers: headers)
+                #expect(shown.json["id"] as? String == slug)
+                let missing = try await client.execute(uri: "/admin/tenants/nobody-here", method: .get, headers: headers)
+                #expect(missing.status == .notFound)
+                #expect(!String(buffer: missing.body).contains("nobody-here"))
+                let key = try await client.execute(uri: "/admin/tenants/\(slug)/keys", method: .post, headers: headers)
+                #expect(key.status == .created)
+                #expect((key.json["key"] as? String)?.hasPrefix("tpk_") == true)
+                let suspended = try await client.execute(uri: "/admin/tenants/\(slug)/suspend", method: .post, headers: headers)
+                #expect(suspended.json["status"] as? String == "suspended")
+                let resumed = try await client.execute(uri: "/admin/tenants/\(slug)/resume", method: .post, headers: headers)
+                #expect(resumed.json["status"] as? String == "active")
+                let list = try await client.execute(uri: "/admin/tenants", method: .get, headers: headers)
+                #expect((list.json["tenants"] as? [[String: Any]])?.count == 1)
+                let deleted = try await client.execute(uri: "/admin/tenants/\(slug)", method: .delete, headers: headers)
+                #expect(deleted.json["status"] as? String == "deleted")
+                let unauthenticated = try await client.execute(uri: "/admin/tenants", method: .get)
+                #expect(unauthenticated.status == .unauthorized)
+            }
+        }
+    }
+}
