@@ -21,6 +21,10 @@ public struct Settings: Sendable {
     /// Test hook (`TENANTPLANE_FAULT_AFTER`): the provisioner kills its own
     /// process right after the named step, to prove every step resumable.
     public var faultAfterStep: String?
+    /// The template database tenants are copied from (`TENANTPLANE_TEMPLATE_DATABASE`,
+    /// default `tenantplane_template`): another name lets two control planes share
+    /// one PostgreSQL server without refreshing each other's template.
+    public var templateDatabase: String?
 
     /// Reads the configuration. The environment wins over the config file
     /// (`TENANTPLANE_CONFIG_FILE`, default `.tenantplane/env` when it exists),
@@ -87,6 +91,7 @@ public struct Settings: Sendable {
         }
         providerKeys = keys
         faultAfterStep = value("TENANTPLANE_FAULT_AFTER")
+        templateDatabase = value("TENANTPLANE_TEMPLATE_DATABASE")
     }
 
     public func requireControlURL() throws(ConfigurationError) -> PostgresURL {

@@ -50,7 +50,7 @@ public struct ServerApplication {
         return Application(
             router: router,
             configuration: .init(address: .hostname(host, port: port), serverName: "tenantplane"),
-            services: [controlPool],
+            services: [controlPool, ProvisioningReconciler(provisioner: provisioner, logger: logger)],
             logger: logger
         )
     }

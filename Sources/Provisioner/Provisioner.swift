@@ -18,6 +18,8 @@ public struct Provisioner: Sendable {
     public let secrets: SecretBox
     public let migrations: MigrationSet
     public let storageRoot: String
+    /// The server's template database (`TENANTPLANE_TEMPLATE_DATABASE`).
+    public let templateDatabase: SQLIdentifier
     /// Test hook: the process kills itself (SIGKILL) right after this step.
     public let faultAfterStep: ProvisioningStep?
     public let logger: Logger
@@ -27,6 +29,7 @@ public struct Provisioner: Sendable {
         secrets = SecretBox(masterKey: try settings.requireMasterKey())
         migrations = try MigrationSet(directory: settings.tenantMigrationsDirectory)
         storageRoot = settings.storageRoot
+        templateDatabase = try SQLIdentifier(settings.templateDatabase ?? TemplateDatabase.defaultName)
         faultAfterStep = settings.faultAfterStep.flatMap(ProvisioningStep.init(rawValue:))
         self.logger = logger
     }
@@ -93,16 +96,19 @@ public struct Provisioner: Sendable {
 
         do {
             let password = try await rolePassword(for: slug, store: store)
-            try await DatabaseConnection.with(adminURL, logger: logger) { connection in
-                try await ServerAdmin(connection: connection, logger: logger)
-                    .ensureLoginRole(names.role, scramVerifier: ScramVerifier.make(password: password))
-            }
-            try await store.setProvisioningStep(slug, ProvisioningStep.role.rawValue)
-            try checkFault(after: .role)
+            // One admin session for the role and database steps: a connection
+            // costs 3-8 ms here, the DDL itself less than one.
+            let (origin, note) = try await DatabaseConnection.with(adminURL, logger: logger) { connection in
+                let admin = ServerAdmin(connection: connection, logger: logger)
+                try await admin.ensureLoginRole(names.role, scramVerifier: ScramVerifier.make(password: password))
+                try await store.setProvisioningStep(slug, ProvisioningStep.role.rawValue)
+                try checkFault(after: .role)
 
-            let (origin, note) = try await ensureDatabase(names, serverName: serverName, adminURL: adminURL, store: store)
-            try await store.setProvisioningStep(slug, ProvisioningStep.database.rawValue)
-            try checkFault(after: .database)
+                let result = try await ensureDatabase(names, serverName: serverName, admin: admin, adminURL: adminURL, store: store)
+                try await store.setProvisioningStep(slug, ProvisioningStep.database.rawValue)
+                try checkFault(after: .database)
+                return result
+            }
 
             let version = try await migrateTenantDatabase(names, adminURL: adminURL)
             try await store.setSchemaVersion(slug, version)
@@ -132,13 +138,10 @@ public struct Provisioner: Sendable {
     }
 
     private func ensureDatabase(
-        _ names: TenantNames, serverName: String, adminURL: PostgresURL, store: ControlStore
+        _ names: TenantNames, serverName: String, admin: ServerAdmin, adminURL: PostgresURL, store: ControlStore
     ) async throws -> (DatabaseOrigin, String?) {
-        let exists = try await DatabaseConnection.with(adminURL, logger: logger) { connection in
-            try await ServerAdmin(connection: connection, logger: logger).databaseExists(names.database)
-        }
-        if exists {
-            try await restrictConnect(names, adminURL: adminURL)
+        if try await admin.databaseExists(names.database) {
+            try await admin.restrictConnect(names.database, to: names.role)
             return (.existing, nil)
         }
         var origin = DatabaseOrigin.template
@@ -146,34 +149,31 @@ public struct Provisioner: Sendable {
         let server = try await store.server(named: serverName)
         if server.templateFingerprint != migrations.fingerprint {
             do {
-                _ = try await TemplateDatabase(migrations: migrations, logger: logger).ensureCurrent(adminURL: adminURL)
+                _ = try await TemplateDatabase(database: templateDatabase, migrations: migrations, logger: logger).ensureCurrent(adminURL: adminURL)
                 try await store.setTemplate(server: serverName, version: migrations.latestVersion, fingerprint: migrations.fingerprint)
                 origin = .refreshedTemplate
             } catch {
-                note = "template \(TemplateDatabase.database) is unusable (\(OperatorFailure(error).message)); created the database empty and migrated it"
+                note = "template \(templateDatabase) is unusable (\(OperatorFailure(error).message)); created the database empty and migrated it"
             }
         }
-        try await DatabaseConnection.with(adminURL, logger: logger) { connection in
-            let admin = ServerAdmin(connection: connection, logger: logger)
-            if note == nil {
-                do {
-                    try await admin.createDatabase(names.database, owner: names.role, template: TemplateDatabase.database)
-                    return
-                } catch where error.sqlState == "55006" || error.sqlState == "3D000" {
-                    note = "template \(TemplateDatabase.database) could not be copied (\(error.serverMessage ?? "busy")); created the database empty and migrated it"
-                }
+        // A copy fails while anyone is connected to the template (a refresh by
+        // another process): wait a moment and try again before falling back.
+        for attempt in 1...5 where note == nil {
+            do {
+                try await admin.createDatabase(names.database, owner: names.role, template: templateDatabase)
+                break
+            } catch where error.sqlState == "55006" && attempt < 5 {
+                try await Task.sleep(for: .milliseconds(100 * attempt))
+            } catch where error.sqlState == "55006" || error.sqlState == "3D000" {
+                note = "template \(templateDatabase) could not be copied (\(error.serverMessage ?? "busy")); created the database empty and migrated it"
             }
+        }
+        if note != nil {
             try await admin.createDatabase(names.database, owner: names.role, template: try SQLIdentifier("template0"))
+            origin = .migratedFromEmpty
         }
-        if note != nil { origin = .migratedFromEmpty }
-        try await restrictConnect(names, adminURL: adminURL)
+        try await admin.restrictConnect(names.database, to: names.role)
         return (origin, note)
-    }
-
-    private func restrictConnect(_ names: TenantNames, adminURL: PostgresURL) async throws {
-        try await DatabaseConnection.with(adminURL, logger: logger) { connection in
-            try await ServerAdmin(connection: connection, logger: logger).restrictConnect(names.database, to: names.role)
-        }
     }
 
     /// Hands objects copied from the template to the tenant's role, then applies

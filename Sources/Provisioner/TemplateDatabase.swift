@@ -12,9 +12,10 @@ import PostgresNIO
 /// hands them to the tenant's role with `REASSIGN OWNED`. The database itself
 /// belongs to the admin, so that reassignment can never touch it.
 struct TemplateDatabase {
-    static let database = try! SQLIdentifier("tenantplane_template")
+    static let defaultName = "tenantplane_template"
     static let owner = try! SQLIdentifier("tenantplane_template_owner")
 
+    let database: SQLIdentifier
     let migrations: MigrationSet
     let logger: Logger
 
@@ -31,12 +32,12 @@ struct TemplateDatabase {
         try await DatabaseConnection.with(adminURL, logger: logger) { connection in
             let admin = ServerAdmin(connection: connection, logger: logger)
             try await admin.ensureNoLoginRole(Self.owner)
-            if try await !admin.databaseExists(Self.database) {
+            if try await !admin.databaseExists(database) {
                 try await create(admin, adminURL: adminURL)
                 outcome = .rebuilt
             }
         }
-        let templateURL = adminURL.with(database: Self.database.name)
+        let templateURL = adminURL.with(database: database.name)
         let state = try await DatabaseConnection.with(templateURL, logger: logger) { connection in
             try await Migrator(migrations: migrations).inspect(connection, logger: logger)
         }
@@ -44,9 +45,9 @@ struct TemplateDatabase {
             try await DatabaseConnection.with(adminURL, logger: logger) { connection in
                 let admin = ServerAdmin(connection: connection, logger: logger)
                 try await connection.query(
-                    PostgresQuery(unsafeSQL: "ALTER DATABASE \(Self.database.quoted) WITH IS_TEMPLATE false"),
+                    PostgresQuery(unsafeSQL: "ALTER DATABASE \(database.quoted) WITH IS_TEMPLATE false"),
                     logger: logger)
-                try await admin.dropDatabase(Self.database)
+                try await admin.dropDatabase(database)
                 try await create(admin, adminURL: adminURL)
             }
             outcome = .rebuilt
@@ -64,13 +65,13 @@ struct TemplateDatabase {
     private func create(_ admin: ServerAdmin, adminURL: PostgresURL) async throws {
         try await admin.connection.query(
             PostgresQuery(
-                unsafeSQL: "CREATE DATABASE \(Self.database.quoted) TEMPLATE template0 STRATEGY WAL_LOG IS_TEMPLATE true"),
+                unsafeSQL: "CREATE DATABASE \(database.quoted) TEMPLATE template0 STRATEGY WAL_LOG IS_TEMPLATE true"),
             logger: logger)
         try await admin.connection.query(
-            PostgresQuery(unsafeSQL: "REVOKE CONNECT, TEMPORARY ON DATABASE \(Self.database.quoted) FROM PUBLIC"),
+            PostgresQuery(unsafeSQL: "REVOKE CONNECT, TEMPORARY ON DATABASE \(database.quoted) FROM PUBLIC"),
             logger: logger)
         // The owner role creates the schema's objects; copies revoke this grant.
-        try await DatabaseConnection.with(adminURL.with(database: Self.database.name), logger: logger) { connection in
+        try await DatabaseConnection.with(adminURL.with(database: database.name), logger: logger) { connection in
             try await connection.query(
                 PostgresQuery(unsafeSQL: "GRANT USAGE, CREATE ON SCHEMA public TO \(Self.owner.quoted)"), logger: logger)
         }

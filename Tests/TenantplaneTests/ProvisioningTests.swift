@@ -296,6 +296,9 @@ struct ProvisioningTests {
             }
             var cli = fixture.cli
             cli.environment["TENANTPLANE_TENANT_MIGRATIONS"] = folder.path
+            // Its own template: the other tests share the cluster's default one.
+            let template = "tpl_\(UUID().uuidString.prefix(8).lowercased())"
+            cli.environment["TENANTPLANE_TEMPLATE_DATABASE"] = template
             let first = ProvisioningFixture.slug("tpl-a")
             #expect(try await cli.run("tenant", "create", first, "--name", "A").exitCode == 0)
 
@@ -313,6 +316,9 @@ struct ProvisioningTests {
             _ = try await TestCluster.query(url, "INSERT INTO notes (body) VALUES ('born current')")
             let owner = try await TestCluster.query(url, "SELECT tableowner::text FROM pg_tables WHERE tablename = 'notes'")
             #expect(try owner.first?.decode(String.self) == (try TenantSlug(third).roleName))
+            _ = try await TestCluster.query(
+                try TestCluster.adminURL, PostgresQuery(unsafeSQL: "ALTER DATABASE \(template) WITH IS_TEMPLATE false"))
+            try await TestCluster.drop(template)
         }
     }
 
@@ -360,6 +366,29 @@ struct ProvisioningTests {
                 let unauthenticated = try await client.execute(uri: "/admin/tenants", method: .get)
                 #expect(unauthenticated.status == .unauthorized)
             }
+        }
+    }
+}
+
+@Suite("Start-up reconciler")
+struct ReconcilerTests {
+    @Test func theServerFinishesAnInterruptedCreationAtStartUp() async throws {
+        try await ProvisioningFixture.with { fixture in
+            let slug = ProvisioningFixture.slug("recon")
+            var killer = fixture.cli
+            killer.environment["TENANTPLANE_FAULT_AFTER"] = "database"
+            #expect(try await killer.run("tenant", "create", slug, "--name", "Reconciled").exitCode != 0)
+            #expect(try await fixture.status(slug) == "provisioning")
+            let app = try TestServer.application(
+                controlURL: fixture.controlURL,
+                extra: ["TENANTPLANE_MASTER_KEY": fixture.cli.environment["TENANTPLANE_MASTER_KEY"]!])
+            try await app.test(.router) { _ in
+                for _ in 0..<100 where try await fixture.status(slug) != "active" {
+                    try await Task.sleep(for: .milliseconds(100))
+                }
+            }
+            #expect(try await fixture.status(slug) == "active")
+            #expect(try await fixture.tenantDatabases(slug).count == 1)
         }
     }
 }
