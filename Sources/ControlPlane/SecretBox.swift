@@ -1,4 +1,5 @@
 import Config
+import Core
 import Crypto
 import Foundation
 
@@ -30,9 +31,12 @@ public struct SecretBox: Sendable {
     }
 }
 
-public enum SecretBoxError: Error, CustomStringConvertible {
+public enum SecretBoxError: OperatorError {
     case cannotOpen
-    public var description: String {
+
+    public var httpStatus: Int { 500 }
+    public var code: String { "secret_unreadable" }
+    public var message: String {
         "a stored secret does not open with this TENANTPLANE_MASTER_KEY (wrong key, or the row was tampered with)"
     }
 }
