@@ -74,6 +74,19 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .target(
+            name: "Fleet",
+            dependencies: [
+                "Core",
+                "Config",
+                "Migrations",
+                "ControlPlane",
+                "Provisioner",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .target(
             name: "HTTPAPI",
             dependencies: [
                 "Core",
@@ -93,6 +106,7 @@ let package = Package(
             dependencies: [
                 "Core",
                 "Config",
+                "Fleet",
                 "Migrations",
                 "ControlPlane",
                 "Provisioner",
@@ -117,6 +131,7 @@ let package = Package(
             dependencies: [
                 "Core",
                 "Config",
+                "Fleet",
                 "Migrations",
                 "ControlPlane",
                 "Provisioner",

@@ -2,13 +2,16 @@ import ArgumentParser
 import Config
 import ControlPlane
 import Core
+import Fleet
+import Foundation
 import Migrations
+import Synchronization
 
 extension Tenantplane {
     struct Migrate: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Apply schema migrations to the control database and the tenant databases.",
-            subcommands: [Control.self, Status.self]
+            subcommands: [Control.self, Tenants.self, Status.self]
         )
     }
 }
@@ -55,39 +58,189 @@ extension Tenantplane.Migrate {
         }
     }
 
-    struct Status: AsyncParsableCommand {
+    struct Tenants: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Show the control database's migration state: version, pending files, drift.",
-            discussion: "Exits non-zero when an applied file has drifted (changed after it was applied)."
+            abstract: "Apply the tenant migrations to every tenant database (and each server's template).",
+            discussion: """
+                Walks every active and suspended tenant with bounded concurrency (one control and one tenant \
+                connection per worker), keeps going when a tenant fails, records each outcome in the control \
+                database's ledger, and ends with a per-tenant report; exits non-zero when any tenant failed, \
+                drifted or was not reached. Re-running retries the failed and skips the done: a tenant whose \
+                ledger shows the current files applied is skipped without connecting to it.
+
+                --canary N migrates N tenants first and stops everything if one of them fails. --wave-size M \
+                then goes on in waves of M, stopping after a wave in which more than --max-failure-rate \
+                (default 0.1, i.e. 10%) of the tenants failed. Files come from TENANTPLANE_TENANT_MIGRATIONS.
+                """
         )
 
+        @Option(name: .customLong("tenant"), help: "Only this tenant (repeatable).") var tenants: [String] = []
+        @Option(name: .long, help: "Tenant databases migrated at once (default: 4 per database server, at most 32).")
+        var concurrency: Int?
+        @Flag(name: .customLong("dry-run"), help: "List each tenant's pending files; change nothing.") var dryRun = false
+        @Option(name: .long, help: "Migrate this many tenants first; stop if any of them fails.") var canary = 0
+        @Option(name: .customLong("wave-size"), help: "Then migrate in waves of this many tenants.") var waveSize: Int?
+        @Option(name: .customLong("max-failure-rate"), help: "Stop after a wave whose failed share exceeds this (0-1).")
+        var maxFailureRate = 0.1
+        @OptionGroup var output: JSONFlag
+
+        func validate() throws {
+            if let concurrency, concurrency < 1 { throw ValidationError("--concurrency must be at least 1") }
+            if canary < 0 { throw ValidationError("--canary must be zero or more") }
+            if let waveSize, waveSize < 1 { throw ValidationError("--wave-size must be at least 1") }
+            if !(0...1).contains(maxFailureRate) { throw ValidationError("--max-failure-rate must be between 0 and 1") }
+        }
+
+        func run() async throws {
+            var succeeded = true
+            try await reportingFailures {
+                let context = try CommandContext()
+                let migrator = try FleetMigrator(settings: context.settings, logger: context.logger)
+                var options = FleetMigrationOptions()
+                options.tenants = tenants
+                options.dryRun = dryRun
+                options.canary = canary
+                options.waveSize = waveSize
+                options.maxWaveFailureRate = maxFailureRate
+                if let concurrency {
+                    options.concurrency = concurrency
+                } else {
+                    let servers = try await context.withControl { try await $0.servers().filter(\.isActive).count }
+                    options.concurrency = min(32, 4 * max(1, servers))
+                }
+                let printer = ProgressPrinter(label: dryRun ? "migrate tenants (dry run)" : "migrate tenants")
+                let report = try await migrator.run(options) { printer.show($0) }
+                printer.finish()
+                succeeded = report.succeeded
+                if output.json { return try Output.json(report) }
+                Output.table(
+                    ["TARGET", "FROM", "TO", "OUTCOME", "MS", "DETAIL"],
+                    report.results.filter { $0.outcome != .skipped }.map { result in
+                        [
+                            result.target, result.fromVersion.map(String.init) ?? "-", result.toVersion.map(String.init) ?? "-",
+                            result.outcome.rawValue, String(Int(result.durationMilliseconds.rounded())),
+                            result.error ?? result.pendingFiles.map { $0.isEmpty ? "" : "pending: " + $0.joined(separator: ", ") } ?? "",
+                        ]
+                    })
+                let counts = report.counts.sorted { $0.key < $1.key }.map { "\($0.value) \($0.key)" }.joined(separator: ", ")
+                Output.line("\(report.results.count) databases (latest version \(report.latestVersion)): \(counts.isEmpty ? "nothing to do" : counts) in \(Int(report.durationMilliseconds.rounded())) ms")
+                if let reason = report.stoppedReason { Output.line("stopped: \(reason)") }
+            }
+            if !succeeded {
+                Output.note("tenantplane: not every tenant database is current (see the report)")
+                throw ExitCode.failure
+            }
+        }
+    }
+
+    struct Status: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Migration state of the control database and the fleet: versions, pending, failures, drift.",
+            discussion: """
+                Tenant figures come from the control database (what the last runs recorded). --verify connects \
+                to every tenant database and checks its files for drift and pending migrations. Exits non-zero \
+                on checksum drift or failed tenants.
+                """
+        )
+
+        @Flag(name: .long, help: "Connect to every tenant database and check it.") var verify = false
         @OptionGroup var output: JSONFlag
 
         struct Report: Encodable {
             var control: MigrationState
+            var tenants: FleetStatus
+        }
+
+        struct FleetStatus: Encodable {
+            var latestVersion: Int
+            var byVersion: [String: Int]
+            var troubled: [TenantMigrationStanding]
+            var verified: [FleetMigrationResult]?
         }
 
         func run() async throws {
-            var drifted = false
+            var healthy = true
             try await reportingFailures {
                 let context = try CommandContext()
                 let migrations = try MigrationSet(directory: context.settings.controlMigrationsDirectory)
-                let state = try await context.withControl { store in
-                    try await Migrator(migrations: migrations).inspect(store.connection, logger: context.logger)
+                let tenantMigrations = try MigrationSet(directory: context.settings.tenantMigrationsDirectory)
+                let (state, counts, troubled) = try await context.withControl { store in
+                    let state = try await Migrator(migrations: migrations).inspect(store.connection, logger: context.logger)
+                    let hasLedger = state.currentVersion >= 2
+                    return (
+                        state,
+                        try await store.tenantVersionCounts(),
+                        hasLedger ? try await store.troubledTenants() : []
+                    )
                 }
-                drifted = !state.drift.isEmpty
-                if output.json {
-                    try Output.json(Report(control: state))
-                } else {
-                    Output.line("control: version \(state.currentVersion) (latest file: \(state.latestVersion))")
-                    Output.line(state.pending.isEmpty ? "  pending: none" : "  pending: \(state.pending.joined(separator: ", "))")
-                    for drift in state.drift { Output.line("  DRIFT: \(drift.description)") }
+                var verified: [FleetMigrationResult]?
+                if verify {
+                    var options = FleetMigrationOptions()
+                    options.dryRun = true
+                    options.concurrency = 8
+                    verified = try await FleetMigrator(settings: context.settings, logger: context.logger)
+                        .verify(options).results
+                }
+                let fleet = FleetStatus(
+                    latestVersion: tenantMigrations.latestVersion,
+                    byVersion: Dictionary(uniqueKeysWithValues: counts.map { ($0.key.map(String.init) ?? "none", $0.value) }),
+                    troubled: troubled, verified: verified)
+                healthy = state.drift.isEmpty && troubled.isEmpty && !(verified ?? []).contains { $0.isFailure }
+                if output.json { return try Output.json(Report(control: state, tenants: fleet)) }
+                Output.line("control: version \(state.currentVersion) (latest file: \(state.latestVersion))")
+                Output.line(state.pending.isEmpty ? "  pending: none" : "  pending: \(state.pending.joined(separator: ", "))")
+                for drift in state.drift { Output.line("  DRIFT: \(drift.description)") }
+                let total = counts.values.reduce(0, +)
+                Output.line("tenants: \(total) (latest tenant migration: \(tenantMigrations.latestVersion))")
+                for (version, count) in counts.sorted(by: { ($0.key ?? -1) < ($1.key ?? -1) }) {
+                    Output.line("  at version \(version.map(String.init) ?? "none"): \(count)")
+                }
+                for tenant in troubled {
+                    Output.line("  \(tenant.outcome?.uppercased() ?? "?"): \(tenant.tenant) at version \(tenant.schemaVersion.map(String.init) ?? "-"): \(tenant.error ?? "")")
+                }
+                for result in verified ?? [] where result.outcome != .current {
+                    let detail = result.error ?? (result.pendingFiles ?? []).joined(separator: ", ")
+                    Output.line("  verify \(result.target): \(result.outcome.rawValue) \(detail)")
                 }
             }
-            if drifted {
-                Output.note("tenantplane: checksum drift in the control database (see above)")
+            if !healthy {
+                Output.note("tenantplane: checksum drift or failed tenants (see above)")
                 throw ExitCode.failure
             }
         }
+    }
+}
+
+/// A live progress line on a terminal, plain lines (at most one a second) when not.
+final class ProgressPrinter: Sendable {
+    let label: String
+    let isTerminal = isatty(STDERR_FILENO) == 1
+    private let state = Mutex<(lastLine: ContinuousClock.Instant?, printed: Bool)>((nil, false))
+
+    init(label: String) {
+        self.label = label
+    }
+
+    func show(_ progress: FleetProgress) {
+        let now = ContinuousClock.now
+        let line = String(
+            format: "%@: %d/%d done, %d failed, %d remaining, %.1f/s, ETA %@", label, progress.done, progress.total,
+            progress.failed, progress.remaining, progress.ratePerSecond,
+            progress.etaSeconds.map { String(format: "%.0fs", $0) } ?? "-")
+        let shouldPrint = state.withLock { state -> Bool in
+            let due = state.lastLine.map { now - $0 >= .seconds(isTerminal ? 0.1 : 1) } ?? true
+            if due || progress.remaining == 0 {
+                state.lastLine = now
+                state.printed = true
+                return true
+            }
+            return false
+        }
+        guard shouldPrint else { return }
+        FileHandle.standardError.write(Data((isTerminal ? "\r\u{1B}[K" + line : line + "\n").utf8))
+    }
+
+    func finish() {
+        if isTerminal, state.withLock({ $0.printed }) { FileHandle.standardError.write(Data("\n".utf8)) }
     }
 }

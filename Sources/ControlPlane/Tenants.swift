@@ -110,9 +110,15 @@ extension ControlStore {
             "UPDATE tenants SET provisioning_step = \(step) WHERE id = \(slug.rawValue)", logger: logger)
     }
 
-    public func setSchemaVersion(_ slug: TenantSlug, _ version: Int) async throws {
+    /// The tenant's database holds every file of the set with `fingerprint`.
+    public func setSchemaVersion(_ slug: TenantSlug, _ version: Int, fingerprint: String) async throws {
         try await connection.query(
-            "UPDATE tenants SET schema_version = \(version) WHERE id = \(slug.rawValue)", logger: logger)
+            """
+            UPDATE tenants SET schema_version = \(version), migration_fingerprint = \(fingerprint),
+                migration_outcome = 'current', migration_error = NULL, migrated_at = now()
+            WHERE id = \(slug.rawValue)
+            """,
+            logger: logger)
     }
 
     /// The row stays, as `deleted`, for the audit trail; its secret goes.

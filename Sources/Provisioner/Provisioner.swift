@@ -111,7 +111,7 @@ public struct Provisioner: Sendable {
             }
 
             let version = try await migrateTenantDatabase(names, adminURL: adminURL)
-            try await store.setSchemaVersion(slug, version)
+            try await store.setSchemaVersion(slug, version, fingerprint: migrations.fingerprint)
             try await store.setProvisioningStep(slug, ProvisioningStep.migrate.rawValue)
             try checkFault(after: .migrate)
 
@@ -292,6 +292,19 @@ public struct Provisioner: Sendable {
             }
         }
         return outcomes
+    }
+
+    /// Brings a server's template to the current tenant migrations and records
+    /// it; a template that does not exist yet is left to the next `create`.
+    public func refreshTemplate(server: String, adminURL: PostgresURL, store: ControlStore) async throws -> Bool {
+        let exists = try await DatabaseConnection.with(adminURL, logger: logger) { connection in
+            try await ServerAdmin(connection: connection, logger: logger).databaseExists(templateDatabase)
+        }
+        guard exists else { return false }
+        _ = try await TemplateDatabase(database: templateDatabase, migrations: migrations, logger: logger)
+            .ensureCurrent(adminURL: adminURL)
+        try await store.setTemplate(server: server, version: migrations.latestVersion, fingerprint: migrations.fingerprint)
+        return true
     }
 
     private func withControl<Result: Sendable>(_ body: (ControlStore) async throws -> Result) async throws -> Result {

@@ -19,7 +19,10 @@ struct ProvisioningFixture {
         try await TestCluster.withScratchDatabase { url in
             let storage = FileManager.default.temporaryDirectory.appendingPathComponent("tp-storage-\(UUID().uuidString)")
             defer { try? FileManager.default.removeItem(at: storage) }
-            let cli = try CLIRunner.forControlDatabase(url, extra: ["TENANTPLANE_STORAGE": storage.path])
+            // Each fixture keeps its own template: tests run in parallel on one cluster.
+            let template = "tpl_" + UUID().uuidString.prefix(12).lowercased().replacingOccurrences(of: "-", with: "")
+            let cli = try CLIRunner.forControlDatabase(
+                url, extra: ["TENANTPLANE_STORAGE": storage.path, "TENANTPLANE_TEMPLATE_DATABASE": template])
             let migrated = try await cli.run("migrate", "control")
             try #require(migrated.exitCode == 0, "\(migrated.stderr)")
             let fixture = ProvisioningFixture(controlURL: url, cli: cli, storage: storage)
@@ -68,7 +71,13 @@ struct ProvisioningFixture {
         return url
     }
 
+    var template: String { cli.environment["TENANTPLANE_TEMPLATE_DATABASE"]! }
+
     func dropTenantDatabases() async throws {
+        _ = try await TestCluster.query(
+            try TestCluster.adminURL,
+            PostgresQuery(unsafeSQL: "UPDATE pg_database SET datistemplate = false WHERE datname = '\(template)'"))
+        try await TestCluster.drop(template)
         let tenants = try await TestCluster.query(controlURL, "SELECT id FROM tenants").map { try $0.decode(String.self) }
         for id in tenants {
             let slug = try TenantSlug(id)
@@ -204,7 +213,7 @@ struct ProvisioningTests {
             #expect(try await fixture.cli.run("tenant", "create", b, "--name", "B").exitCode == 0)
             let aURL = try await fixture.tenantURL(a)
             let bURL = try await fixture.tenantURL(b)
-            for target in [bURL.database, fixture.controlURL.database, "tenantplane_template"] {
+            for target in [bURL.database, fixture.controlURL.database, fixture.template] {
                 await #expect(throws: DatabaseError.self) {
                     _ = try await TestCluster.query(aURL.with(database: target), "SELECT 1")
                 }
@@ -296,9 +305,6 @@ struct ProvisioningTests {
             }
             var cli = fixture.cli
             cli.environment["TENANTPLANE_TENANT_MIGRATIONS"] = folder.path
-            // Its own template: the other tests share the cluster's default one.
-            let template = "tpl_\(UUID().uuidString.prefix(8).lowercased())"
-            cli.environment["TENANTPLANE_TEMPLATE_DATABASE"] = template
             let first = ProvisioningFixture.slug("tpl-a")
             #expect(try await cli.run("tenant", "create", first, "--name", "A").exitCode == 0)
 
@@ -316,9 +322,6 @@ struct ProvisioningTests {
             _ = try await TestCluster.query(url, "INSERT INTO notes (body) VALUES ('born current')")
             let owner = try await TestCluster.query(url, "SELECT tableowner::text FROM pg_tables WHERE tablename = 'notes'")
             #expect(try owner.first?.decode(String.self) == (try TenantSlug(third).roleName))
-            _ = try await TestCluster.query(
-                try TestCluster.adminURL, PostgresQuery(unsafeSQL: "ALTER DATABASE \(template) WITH IS_TEMPLATE false"))
-            try await TestCluster.drop(template)
         }
     }
 
@@ -329,6 +332,7 @@ struct ProvisioningTests {
                 extra: [
                     "TENANTPLANE_MASTER_KEY": fixture.cli.environment["TENANTPLANE_MASTER_KEY"]!,
                     "TENANTPLANE_STORAGE": fixture.storage.path,
+                    "TENANTPLANE_TEMPLATE_DATABASE": fixture.template,
                 ])
             let slug = ProvisioningFixture.slug("http")
             try await app.test(.router) { client in
@@ -381,7 +385,10 @@ struct ReconcilerTests {
             #expect(try await fixture.status(slug) == "provisioning")
             let app = try TestServer.application(
                 controlURL: fixture.controlURL,
-                extra: ["TENANTPLANE_MASTER_KEY": fixture.cli.environment["TENANTPLANE_MASTER_KEY"]!])
+                extra: [
+                    "TENANTPLANE_MASTER_KEY": fixture.cli.environment["TENANTPLANE_MASTER_KEY"]!,
+                    "TENANTPLANE_TEMPLATE_DATABASE": fixture.template,
+                ])
             try await app.test(.router) { _ in
                 for _ in 0..<100 where try await fixture.status(slug) != "active" {
                     try await Task.sleep(for: .milliseconds(100))

@@ -63,7 +63,12 @@ struct CLIRunner: Sendable {
         try await run(arguments)
     }
 
-    func run(_ arguments: [String]) async throws -> Result {
+    /// Runs the command and kills it with SIGKILL after `delay`, as a crash would.
+    func runAndKill(_ arguments: [String], after delay: Duration) async throws -> Result {
+        try await run(arguments, killAfter: delay)
+    }
+
+    func run(_ arguments: [String], killAfter: Duration? = nil) async throws -> Result {
         let process = Process()
         process.executableURL = try Self.binary
         process.arguments = arguments
@@ -81,6 +86,13 @@ struct CLIRunner: Sendable {
             process.terminationHandler = { continuation.resume(returning: $0.terminationStatus) }
             do {
                 try process.run()
+                if let killAfter {
+                    let pid = process.processIdentifier
+                    let nanoseconds = killAfter.components.seconds * 1_000_000_000 + killAfter.components.attoseconds / 1_000_000_000
+                    DispatchQueue.global().asyncAfter(deadline: .now() + .nanoseconds(Int(nanoseconds))) {
+                        kill(pid, SIGKILL)
+                    }
+                }
             } catch {
                 process.terminationHandler = nil
                 continuation.resume(throwing: error)

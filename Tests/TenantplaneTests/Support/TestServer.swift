@@ -19,7 +19,8 @@ enum TestServer {
             "TENANTPLANE_ADMIN_TOKEN": adminToken,
             "TENANTPLANE_CONTROL_MIGRATIONS": TestCluster.controlMigrations,
             "TENANTPLANE_TENANT_MIGRATIONS": TestCluster.tenantMigrations,
-            "TENANTPLANE_POOL_WAIT": "2",
+            // Debug builds compute SCRAM slowly, and the suite loads both cores.
+            "TENANTPLANE_POOL_WAIT": "15",
         ]
         environment.merge(extra) { _, new in new }
         return try Settings.load(environment: environment, workingDirectory: NSTemporaryDirectory())

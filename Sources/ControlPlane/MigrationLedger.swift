@@ -1,0 +1,119 @@
+import Core
+import Foundation
+import Migrations
+import PostgresNIO
+
+/// A tenant as the fleet migration runner sees it.
+public struct FleetTenant: Sendable {
+    public var slug: TenantSlug
+    public var server: String
+    public var schemaVersion: Int?
+    /// Fingerprint of the migration files its database held after its last
+    /// successful run (see `MigrationSet.fingerprint`).
+    public var migrationFingerprint: String?
+}
+
+/// One tenant's line of `migrate status`: where it stands and its last outcome.
+public struct TenantMigrationStanding: Sendable, Codable, Equatable {
+    public var tenant: String
+    public var schemaVersion: Int?
+    public var outcome: String?
+    public var error: String?
+    public var migratedAt: Date?
+}
+
+extension ControlStore {
+    /// Active and suspended tenants (suspended ones come back, and must come
+    /// back current), optionally only the named ones.
+    public func fleetTenants(only slugs: [TenantSlug] = []) async throws -> [FleetTenant] {
+        let names = slugs.map(\.rawValue)
+        let rows = try await connection.query(
+            """
+            SELECT id, server, schema_version, migration_fingerprint FROM tenants
+            WHERE status IN ('active', 'suspended') AND server IS NOT NULL
+              AND (cardinality(\(names)::text[]) = 0 OR id = ANY(\(names)::text[]))
+            ORDER BY id
+            """,
+            logger: logger)
+        var tenants: [FleetTenant] = []
+        for try await (id, server, version, fingerprint) in rows.decode((String, String, Int?, String?).self) {
+            tenants.append(
+                FleetTenant(slug: try TenantSlug(id), server: server, schemaVersion: version, migrationFingerprint: fingerprint))
+        }
+        return tenants
+    }
+
+    /// Records a tenant's migration run: the ledger rows of the files applied
+    /// (and of the one that failed), and the tenant's version and outcome.
+    public func recordMigration(
+        _ slug: TenantSlug,
+        applied: [MigrationFile],
+        failed: (file: MigrationFile, failure: MigrationFailure)?,
+        version: Int?,
+        fingerprint: String?,
+        outcome: String,
+        error: String?
+    ) async throws {
+        if !applied.isEmpty {
+            try await connection.query(
+                """
+                INSERT INTO tenant_migration_ledger AS l (tenant_id, version, name, checksum, status)
+                SELECT \(slug.rawValue), v, n, c, 'applied'
+                FROM unnest(\(applied.map(\.version))::int[], \(applied.map(\.name))::text[], \(applied.map(\.checksum))::text[]) AS f(v, n, c)
+                ON CONFLICT (tenant_id, version) DO UPDATE SET
+                    status = 'applied', name = EXCLUDED.name, checksum = EXCLUDED.checksum, error = NULL, sql_state = NULL,
+                    attempt = l.attempt + 1, finished_at = now()
+                """,
+                logger: logger)
+        }
+        if let failed {
+            try await connection.query(
+                """
+                INSERT INTO tenant_migration_ledger AS l (tenant_id, version, name, checksum, status, error, sql_state)
+                VALUES (\(slug.rawValue), \(failed.file.version), \(failed.file.name), \(failed.file.checksum), 'failed',
+                        \(failed.failure.summary), \(failed.failure.sqlState))
+                ON CONFLICT (tenant_id, version) DO UPDATE SET
+                    status = 'failed', error = EXCLUDED.error, sql_state = EXCLUDED.sql_state,
+                    attempt = l.attempt + 1, finished_at = now()
+                """,
+                logger: logger)
+        }
+        try await connection.query(
+            """
+            UPDATE tenants SET schema_version = COALESCE(\(version), schema_version),
+                migration_fingerprint = \(fingerprint), migration_outcome = \(outcome), migration_error = \(error),
+                migrated_at = now()
+            WHERE id = \(slug.rawValue)
+            """,
+            logger: logger)
+    }
+
+    /// Tenants by schema version, for `migrate status`.
+    public func tenantVersionCounts() async throws -> [Int?: Int] {
+        let rows = try await connection.query(
+            """
+            SELECT schema_version, count(*)::int FROM tenants
+            WHERE status IN ('active', 'suspended') GROUP BY schema_version
+            """,
+            logger: logger)
+        var counts: [Int?: Int] = [:]
+        for try await (version, count) in rows.decode((Int?, Int).self) { counts[version] = count }
+        return counts
+    }
+
+    /// Tenants whose last migration run did not end well.
+    public func troubledTenants() async throws -> [TenantMigrationStanding] {
+        let rows = try await connection.query(
+            """
+            SELECT id, schema_version, migration_outcome, migration_error, migrated_at FROM tenants
+            WHERE status IN ('active', 'suspended') AND migration_outcome IN ('failed', 'drift', 'unreachable')
+            ORDER BY id
+            """,
+            logger: logger)
+        var result: [TenantMigrationStanding] = []
+        for try await (id, version, outcome, error, at) in rows.decode((String, Int?, String?, String?, Date?).self) {
+            result.append(TenantMigrationStanding(tenant: id, schemaVersion: version, outcome: outcome, error: error, migratedAt: at))
+        }
+        return result
+    }
+}

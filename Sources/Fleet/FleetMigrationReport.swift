@@ -1,0 +1,90 @@
+// Fleet: the tenant migrations across every tenant database (and each server's
+// template) with bounded concurrency, canaries and waves, recording each
+// tenant's outcome in the control database's ledger.
+import Foundation
+import Migrations
+
+/// What happened to one database of the fleet.
+public struct FleetMigrationResult: Sendable, Codable, Equatable {
+    public enum Outcome: String, Sendable, Codable {
+        /// Pending files were applied.
+        case migrated
+        /// Nothing was pending (checked on the database).
+        case current
+        /// The ledger shows the current files applied: not even connected to.
+        case skipped
+        /// Dry run: these files would be applied.
+        case pending
+        /// An applied file changed since: reported, nothing applied.
+        case drift
+        case failed
+        /// The run stopped (canary or wave failure) before reaching it.
+        case notAttempted = "not_attempted"
+    }
+
+    public enum Kind: String, Sendable, Codable {
+        case tenant, template
+    }
+
+    public var target: String
+    public var kind: Kind
+    public var server: String?
+    public var fromVersion: Int?
+    public var toVersion: Int?
+    public var outcome: Outcome
+    public var durationMilliseconds: Double
+    public var error: String?
+    public var sqlState: String?
+    public var pendingFiles: [String]?
+
+    public var isFailure: Bool { outcome == .failed || outcome == .drift }
+}
+
+public struct FleetMigrationReport: Sendable, Codable {
+    public var latestVersion: Int
+    public var results: [FleetMigrationResult]
+    /// Why the run stopped early, when it did.
+    public var stoppedReason: String?
+    public var durationMilliseconds: Double
+
+    public var counts: [String: Int] {
+        results.reduce(into: [:]) { $0[$1.outcome.rawValue, default: 0] += 1 }
+    }
+
+    /// True when every database is at the latest version (or would be, dry run).
+    public var succeeded: Bool {
+        stoppedReason == nil && !results.contains { $0.isFailure || $0.outcome == .notAttempted }
+    }
+}
+
+/// Progress of a run, after each database.
+public struct FleetProgress: Sendable {
+    public var done: Int
+    public var failed: Int
+    public var total: Int
+    public var elapsed: Duration
+
+    public var remaining: Int { total - done }
+    public var ratePerSecond: Double {
+        let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+        return seconds > 0 ? Double(done) / seconds : 0
+    }
+    public var etaSeconds: Double? { ratePerSecond > 0 ? Double(remaining) / ratePerSecond : nil }
+}
+
+public struct FleetMigrationOptions: Sendable {
+    /// Only these tenants (all active and suspended tenants when empty).
+    public var tenants: [String] = []
+    public var concurrency: Int = 4
+    public var dryRun = false
+    /// Migrate this many tenants first; any failure among them stops the run.
+    public var canary = 0
+    /// Then proceed in waves of this size (one wave of everything when nil)…
+    public var waveSize: Int?
+    /// …stopping after a wave whose share of failed tenants exceeds this.
+    public var maxWaveFailureRate = 0.1
+    /// Connect to every database, even those the ledger shows current.
+    public var checkEveryDatabase = false
+
+    public init() {}
+}

@@ -1,0 +1,288 @@
+import Config
+import ControlPlane
+import Core
+import Foundation
+import Logging
+import Migrations
+import PostgresNIO
+import Provisioner
+
+/// Runs the tenant migrations across the fleet.
+///
+/// Each worker holds one control connection for the whole run and opens one
+/// connection per tenant database, so at most `concurrency` connections of
+/// each kind are open at once, whatever the fleet's size. A tenant's files are
+/// applied by the Migrations engine (one transaction each, under the database's
+/// advisory lock), so two runs never apply a file twice and a killed run leaves
+/// no file half applied.
+public struct FleetMigrator: Sendable {
+    let controlURL: PostgresURL
+    let secrets: SecretBox?
+    let migrations: MigrationSet
+    let provisioner: Provisioner?
+    let logger: Logger
+
+    public init(settings: Settings, logger: Logger) throws {
+        controlURL = try settings.requireControlURL()
+        secrets = settings.masterKey.map(SecretBox.init(masterKey:))
+        migrations = try MigrationSet(directory: settings.tenantMigrationsDirectory)
+        provisioner = settings.masterKey == nil ? nil : try Provisioner(settings: settings, logger: logger)
+        self.logger = logger
+    }
+
+    struct Target: Sendable {
+        let tenant: FleetTenant
+        let adminURL: PostgresURL
+    }
+
+    public func run(
+        _ options: FleetMigrationOptions,
+        progress: @escaping @Sendable (FleetProgress) -> Void = { _ in }
+    ) async throws -> FleetMigrationReport {
+        let clock = ContinuousClock()
+        let started = clock.now
+        let slugs = try options.tenants.map { try TenantSlug($0) }
+        let fingerprint = migrations.fingerprint
+
+        var results: [FleetMigrationResult] = []
+        var targets: [Target] = []
+        try await DatabaseConnection.with(controlURL, logger: logger) { connection in
+            let store = ControlStore(connection: connection, logger: logger)
+            let tenants = try await store.fleetTenants(only: slugs)
+            let found = Set(tenants.map(\.slug))
+            if let missing = slugs.first(where: { !found.contains($0) }) {
+                throw ControlError.notFound("tenant \(missing) is not an active or suspended tenant")
+            }
+            var adminURLs: [String: PostgresURL] = [:]
+            for server in Set(tenants.map(\.server)).sorted() {
+                adminURLs[server] = try await store.adminURL(ofServer: server, secrets: secrets, controlURL: controlURL)
+            }
+            if !options.dryRun, slugs.isEmpty, let provisioner {
+                results += try await refreshTemplates(store: store, provisioner: provisioner, clock: clock)
+            }
+            for tenant in tenants {
+                if tenant.migrationFingerprint == fingerprint, !options.checkEveryDatabase {
+                    results.append(
+                        FleetMigrationResult(
+                            target: tenant.slug.rawValue, kind: .tenant, server: tenant.server,
+                            fromVersion: tenant.schemaVersion, toVersion: tenant.schemaVersion, outcome: .skipped,
+                            durationMilliseconds: 0))
+                } else if let url = adminURLs[tenant.server] {
+                    targets.append(Target(tenant: tenant, adminURL: url))
+                }
+            }
+        }
+
+        let total = targets.count
+        let tracker = ProgressTracker(total: total, clock: clock, started: started, report: progress)
+        var stoppedReason: String?
+        var remaining = targets[...]
+        let concurrency = max(1, options.concurrency)
+
+        if options.canary > 0, !remaining.isEmpty {
+            let canaries = Array(remaining.prefix(options.canary))
+            remaining = remaining.dropFirst(canaries.count)
+            let canaryResults = try await migrate(canaries, options: options, concurrency: concurrency, tracker: tracker)
+            results += canaryResults
+            if let failure = canaryResults.first(where: \.isFailure) {
+                stoppedReason = "canary \(failure.target) failed: \(failure.error ?? failure.outcome.rawValue)"
+            }
+        }
+        while stoppedReason == nil, !remaining.isEmpty {
+            let wave = Array(remaining.prefix(options.waveSize ?? remaining.count))
+            remaining = remaining.dropFirst(wave.count)
+            let waveResults = try await migrate(wave, options: options, concurrency: concurrency, tracker: tracker)
+            results += waveResults
+            let failures = waveResults.filter(\.isFailure).count
+            let rate = Double(failures) / Double(max(1, wave.count))
+            if options.waveSize != nil, !remaining.isEmpty, rate > options.maxWaveFailureRate {
+                stoppedReason = String(
+                    format: "a wave had %d of %d tenants fail (%.0f%% > %.0f%%)", failures, wave.count, rate * 100,
+                    options.maxWaveFailureRate * 100)
+            }
+        }
+        for target in remaining {
+            results.append(
+                FleetMigrationResult(
+                    target: target.tenant.slug.rawValue, kind: .tenant, server: target.tenant.server,
+                    fromVersion: target.tenant.schemaVersion, toVersion: target.tenant.schemaVersion,
+                    outcome: .notAttempted, durationMilliseconds: 0))
+        }
+        return FleetMigrationReport(
+            latestVersion: migrations.latestVersion, results: results, stoppedReason: stoppedReason,
+            durationMilliseconds: (clock.now - started).fleetMilliseconds)
+    }
+
+    /// Checks every tenant database for drift and pending files, changing nothing.
+    public func verify(_ options: FleetMigrationOptions) async throws -> FleetMigrationReport {
+        var options = options
+        options.dryRun = true
+        options.checkEveryDatabase = true
+        options.canary = 0
+        options.waveSize = nil
+        return try await run(options)
+    }
+
+    private func refreshTemplates(store: ControlStore, provisioner: Provisioner, clock: ContinuousClock) async throws
+        -> [FleetMigrationResult]
+    {
+        var results: [FleetMigrationResult] = []
+        for server in try await store.servers() where server.isActive && server.templateFingerprint != migrations.fingerprint {
+            let started = clock.now
+            var result = FleetMigrationResult(
+                target: "template:\(server.name)", kind: .template, server: server.name,
+                fromVersion: server.templateVersion, toVersion: server.templateVersion, outcome: .migrated,
+                durationMilliseconds: 0)
+            do {
+                let adminURL = try await store.adminURL(ofServer: server.name, secrets: secrets, controlURL: controlURL)
+                if try await provisioner.refreshTemplate(server: server.name, adminURL: adminURL, store: store) {
+                    result.toVersion = migrations.latestVersion
+                } else {
+                    continue
+                }
+            } catch {
+                result.outcome = .failed
+                result.error = OperatorFailure(error).message
+            }
+            result.durationMilliseconds = (clock.now - started).fleetMilliseconds
+            results.append(result)
+        }
+        return results
+    }
+
+    /// Migrates `targets` with at most `concurrency` at once.
+    private func migrate(
+        _ targets: [Target], options: FleetMigrationOptions, concurrency: Int, tracker: ProgressTracker
+    ) async throws -> [FleetMigrationResult] {
+        let queue = WorkQueue(targets)
+        return try await withThrowingTaskGroup(of: [FleetMigrationResult].self) { group in
+            for _ in 0..<min(concurrency, targets.count) {
+                group.addTask {
+                    try await DatabaseConnection.with(controlURL, logger: logger) { control in
+                        let store = ControlStore(connection: control, logger: logger)
+                        var results: [FleetMigrationResult] = []
+                        while let target = await queue.next() {
+                            let result = try await migrate(target, dryRun: options.dryRun, store: store)
+                            results.append(result)
+                            await tracker.finished(failed: result.isFailure)
+                        }
+                        return results
+                    }
+                }
+            }
+            var all: [FleetMigrationResult] = []
+            for try await results in group { all += results }
+            let order = Dictionary(uniqueKeysWithValues: targets.enumerated().map { ($1.tenant.slug.rawValue, $0) })
+            return all.sorted { order[$0.target, default: 0] < order[$1.target, default: 0] }
+        }
+    }
+
+    /// One tenant: connect as the admin, act as the tenant's role, migrate (or
+    /// inspect, on a dry run), record the outcome. Failures of the tenant are
+    /// results, not errors; only a failing control database stops the run.
+    private func migrate(_ target: Target, dryRun: Bool, store: ControlStore) async throws -> FleetMigrationResult {
+        let clock = ContinuousClock()
+        let started = clock.now
+        let slug = target.tenant.slug
+        var result = FleetMigrationResult(
+            target: slug.rawValue, kind: .tenant, server: target.tenant.server, fromVersion: target.tenant.schemaVersion,
+            toVersion: target.tenant.schemaVersion, outcome: .current, durationMilliseconds: 0)
+        var applied: [MigrationFile] = []
+        var failedFile: (file: MigrationFile, failure: MigrationFailure)?
+        do {
+            let role = try SQLIdentifier(slug.roleName)
+            let url = target.adminURL.with(database: slug.databaseName)
+            try await DatabaseConnection.with(url, logger: logger) { connection in
+                try await connection.query(PostgresQuery(unsafeSQL: "SET ROLE \(role.quoted)"), logger: logger)
+                let migrator = Migrator(migrations: migrations)
+                let state = try await migrator.inspect(connection, logger: logger)
+                result.fromVersion = state.currentVersion
+                result.toVersion = state.currentVersion
+                if !state.drift.isEmpty {
+                    result.outcome = .drift
+                    result.error = MigrationError.drift(state.drift).message
+                    return
+                }
+                if dryRun {
+                    result.outcome = state.pending.isEmpty ? .current : .pending
+                    result.pendingFiles = state.pending
+                    return
+                }
+                do {
+                    let report = try await migrator.migrate(connection, logger: logger)
+                    applied = report.applied.compactMap { migrations.file(version: $0.version) }
+                    result.toVersion = report.toVersion
+                    result.outcome = report.applied.isEmpty ? .current : .migrated
+                } catch MigrationError.failed(let failure) {
+                    applied = failure.applied.compactMap { migrations.file(version: $0.version) }
+                    failedFile = migrations.file(version: failure.version).map { ($0, failure) }
+                    result.toVersion = failure.reachedVersion
+                    result.outcome = .failed
+                    result.error = failure.summary
+                    result.sqlState = failure.sqlState
+                }
+            }
+        } catch {
+            result.outcome = .failed
+            result.error = OperatorFailure(error).message
+            result.sqlState = error.sqlState
+        }
+        result.durationMilliseconds = (clock.now - started).fleetMilliseconds
+        if !dryRun {
+            let outcome: String =
+                switch result.outcome {
+                case .migrated: "migrated"
+                case .drift: "drift"
+                case .failed: result.sqlState == nil && failedFile == nil ? "unreachable" : "failed"
+                default: "current"
+                }
+            try await store.recordMigration(
+                slug, applied: applied, failed: failedFile, version: result.toVersion,
+                fingerprint: result.outcome == .migrated || result.outcome == .current ? migrations.fingerprint : nil,
+                outcome: outcome, error: result.error)
+        }
+        return result
+    }
+}
+
+/// Hands out targets to the workers, each once.
+actor WorkQueue {
+    private var items: ArraySlice<FleetMigrator.Target>
+
+    init(_ items: [FleetMigrator.Target]) {
+        self.items = items[...]
+    }
+
+    func next() -> FleetMigrator.Target? {
+        items.popFirst()
+    }
+}
+
+/// Counts finished databases and reports progress after each.
+actor ProgressTracker {
+    let total: Int
+    let clock: ContinuousClock
+    let started: ContinuousClock.Instant
+    let report: @Sendable (FleetProgress) -> Void
+    private var done = 0
+    private var failed = 0
+
+    init(total: Int, clock: ContinuousClock, started: ContinuousClock.Instant, report: @escaping @Sendable (FleetProgress) -> Void) {
+        self.total = total
+        self.clock = clock
+        self.started = started
+        self.report = report
+    }
+
+    func finished(failed isFailure: Bool) {
+        done += 1
+        if isFailure { failed += 1 }
+        report(FleetProgress(done: done, failed: failed, total: total, elapsed: clock.now - started))
+    }
+}
+
+extension Duration {
+    var fleetMilliseconds: Double {
+        Double(components.seconds) * 1000 + Double(components.attoseconds) / 1e15
+    }
+}
