@@ -75,7 +75,7 @@ extension Tenantplane.Migrate {
         )
 
         @Option(name: .customLong("tenant"), help: "Only this tenant (repeatable).") var tenants: [String] = []
-        @Option(name: .long, help: "Tenant databases migrated at once (default: 4 per database server, at most 32).")
+        @Option(name: .long, help: "Tenant databases migrated at once (default: 8 per database server, at most 32).")
         var concurrency: Int?
         @Flag(name: .customLong("dry-run"), help: "List each tenant's pending files; change nothing.") var dryRun = false
         @Option(name: .long, help: "Migrate this many tenants first; stop if any of them fails.") var canary = 0
@@ -106,7 +106,7 @@ extension Tenantplane.Migrate {
                     options.concurrency = concurrency
                 } else {
                     let servers = try await context.withControl { try await $0.servers().filter(\.isActive).count }
-                    options.concurrency = min(32, 4 * max(1, servers))
+                    options.concurrency = min(32, 8 * max(1, servers))
                 }
                 let printer = ProgressPrinter(label: dryRun ? "migrate tenants (dry run)" : "migrate tenants")
                 let report = try await migrator.run(options) { printer.show($0) }

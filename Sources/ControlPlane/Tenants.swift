@@ -121,6 +121,15 @@ extension ControlStore {
             logger: logger)
     }
 
+    /// The last step of `create`: `active`, no step, no error.
+    public func activateTenant(_ slug: TenantSlug) async throws {
+        try await connection.query(
+            """
+            UPDATE tenants SET status = 'active', provisioning_step = NULL, last_error = NULL WHERE id = \(slug.rawValue)
+            """,
+            logger: logger)
+    }
+
     /// The row stays, as `deleted`, for the audit trail; its secret goes.
     public func markDeleted(_ slug: TenantSlug) async throws {
         try await connection.query(

@@ -159,6 +159,10 @@ public struct FleetMigrator: Sendable {
             for _ in 0..<min(concurrency, targets.count) {
                 group.addTask {
                     try await DatabaseConnection.with(controlURL, logger: logger) { control in
+                        // The ledger is a record, not the truth (each database's own
+                        // schema_migrations is): a row lost in a crash is rebuilt by
+                        // the next run, so its commits need not wait for the disk.
+                        try await control.query("SET synchronous_commit = off", logger: logger)
                         let store = ControlStore(connection: control, logger: logger)
                         var results: [FleetMigrationResult] = []
                         while let target = await queue.next() {
@@ -195,27 +199,32 @@ public struct FleetMigrator: Sendable {
             try await DatabaseConnection.with(url, logger: logger) { connection in
                 try await connection.query(PostgresQuery(unsafeSQL: "SET ROLE \(role.quoted)"), logger: logger)
                 let migrator = Migrator(migrations: migrations)
-                let state = try await migrator.inspect(connection, logger: logger)
-                result.fromVersion = state.currentVersion
-                result.toVersion = state.currentVersion
-                if !state.drift.isEmpty {
-                    result.outcome = .drift
-                    result.error = MigrationError.drift(state.drift).message
-                    return
-                }
                 if dryRun {
-                    result.outcome = state.pending.isEmpty ? .current : .pending
-                    result.pendingFiles = state.pending
+                    let state = try await migrator.inspect(connection, logger: logger)
+                    result.fromVersion = state.currentVersion
+                    result.toVersion = state.currentVersion
+                    if !state.drift.isEmpty {
+                        result.outcome = .drift
+                        result.error = MigrationError.drift(state.drift).message
+                    } else {
+                        result.outcome = state.pending.isEmpty ? .current : .pending
+                        result.pendingFiles = state.pending
+                    }
                     return
                 }
                 do {
                     let report = try await migrator.migrate(connection, logger: logger)
                     applied = report.applied.compactMap { migrations.file(version: $0.version) }
+                    result.fromVersion = report.fromVersion
                     result.toVersion = report.toVersion
                     result.outcome = report.applied.isEmpty ? .current : .migrated
+                } catch MigrationError.drift(let drift) {
+                    result.outcome = .drift
+                    result.error = MigrationError.drift(drift).message
                 } catch MigrationError.failed(let failure) {
                     applied = failure.applied.compactMap { migrations.file(version: $0.version) }
                     failedFile = migrations.file(version: failure.version).map { ($0, failure) }
+                    result.fromVersion = failure.fromVersion
                     result.toVersion = failure.reachedVersion
                     result.outcome = .failed
                     result.error = failure.summary

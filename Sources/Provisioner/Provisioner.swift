@@ -91,6 +91,10 @@ public struct Provisioner: Sendable {
         let adminURL = try await store.adminURL(ofServer: serverName, secrets: secrets, controlURL: controlURL)
         let names = try TenantNames(slug)
         let databaseURL = adminURL.with(user: names.role.name, password: nil).with(database: names.database.name)
+        // The intermediate steps need not wait for the disk: a step lost in a
+        // crash is redone by the next run (each is idempotent). Activation
+        // commits synchronously, flushing everything before it.
+        try await store.connection.query("SET synchronous_commit = off", logger: logger)
         _ = try await store.registerTenant(slug, name: name, server: serverName, databaseURL: databaseURL.redacted)
         try checkFault(after: .registered)
 
@@ -110,16 +114,18 @@ public struct Provisioner: Sendable {
                 return result
             }
 
-            let version = try await migrateTenantDatabase(names, adminURL: adminURL)
+            let version = try await migrateTenantDatabase(
+                names, adminURL: adminURL, copiedCurrentTemplate: origin == .template || origin == .refreshedTemplate)
             try await store.setSchemaVersion(slug, version, fingerprint: migrations.fingerprint)
             try await store.setProvisioningStep(slug, ProvisioningStep.migrate.rawValue)
             try checkFault(after: .migrate)
 
-            try await store.setProvisioningStep(slug, nil)
-            try await store.setTenantStatus(slug, .active)
+            try await store.connection.query("SET synchronous_commit = on", logger: logger)
+            try await store.activateTenant(slug)
             return CreateOutcome(tenant: try await store.requireTenant(slug), origin: origin, templateNote: note)
         } catch {
             let reason = OperatorFailure(error).message
+            _ = try? await store.connection.query("SET synchronous_commit = on", logger: logger)
             try? await store.setTenantStatus(slug, .failed, error: reason)
             logger.error("tenant creation failed", metadata: ["tenant": "\(slug)", "error": "\(reason)"])
             throw ProvisionerError.creationFailed(slug: slug.rawValue, reason: reason)
@@ -177,18 +183,26 @@ public struct Provisioner: Sendable {
     }
 
     /// Hands objects copied from the template to the tenant's role, then applies
-    /// whatever migrations are pending as that role. Returns the schema version.
-    private func migrateTenantDatabase(_ names: TenantNames, adminURL: PostgresURL) async throws -> Int {
+    /// whatever migrations are pending as that role. A fresh copy of a current
+    /// template has none pending, so only the hand-over runs (one round trip).
+    /// Returns the schema version.
+    private func migrateTenantDatabase(_ names: TenantNames, adminURL: PostgresURL, copiedCurrentTemplate: Bool)
+        async throws -> Int
+    {
         try await DatabaseConnection.with(adminURL.with(database: names.database.name), logger: logger) { connection in
-            let admin = ServerAdmin(connection: connection, logger: logger)
-            if try await admin.roleExists(TemplateDatabase.owner) {
-                try await connection.query(
-                    PostgresQuery(
-                        unsafeSQL: "REASSIGN OWNED BY \(TemplateDatabase.owner.quoted) TO \(names.role.quoted)"),
-                    logger: logger)
-                try await connection.query(
-                    PostgresQuery(unsafeSQL: "DROP OWNED BY \(TemplateDatabase.owner.quoted)"), logger: logger)
-            }
+            let owner = TemplateDatabase.owner
+            try await connection.query(
+                PostgresQuery(
+                    unsafeSQL: """
+                        DO $handover$ BEGIN
+                            IF EXISTS (SELECT FROM pg_roles WHERE rolname = '\(owner.name)') THEN
+                                REASSIGN OWNED BY \(owner.quoted) TO \(names.role.quoted);
+                                DROP OWNED BY \(owner.quoted);
+                            END IF;
+                        END $handover$
+                        """),
+                logger: logger)
+            if copiedCurrentTemplate { return migrations.latestVersion }
             try await connection.query(PostgresQuery(unsafeSQL: "SET ROLE \(names.role.quoted)"), logger: logger)
             let report = try await Migrator(migrations: migrations).migrate(connection, logger: logger)
             try await connection.query("RESET ROLE", logger: logger)

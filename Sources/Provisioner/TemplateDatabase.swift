@@ -27,7 +27,19 @@ struct TemplateDatabase {
 
     /// Brings the template to `migrations`: created when missing, migrated when
     /// behind, rebuilt when it drifted from the files.
+    /// Concurrent callers (several `create`s at once) take turns under an
+    /// advisory lock of the admin database; the later ones find it current.
     func ensureCurrent(adminURL: PostgresURL) async throws -> Outcome {
+        try await DatabaseConnection.with(adminURL, logger: logger) { lockConnection in
+            let key = "tenantplane.template:\(database.name)"
+            try await lockConnection.query("SELECT pg_advisory_lock(hashtext(\(key)))", logger: logger)
+            let outcome = try await ensureCurrentWhileLocked(adminURL: adminURL)
+            try await lockConnection.query("SELECT pg_advisory_unlock(hashtext(\(key)))", logger: logger)
+            return outcome
+        }
+    }
+
+    private func ensureCurrentWhileLocked(adminURL: PostgresURL) async throws -> Outcome {
         var outcome = Outcome.current
         try await DatabaseConnection.with(adminURL, logger: logger) { connection in
             let admin = ServerAdmin(connection: connection, logger: logger)
