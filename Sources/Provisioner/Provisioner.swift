@@ -73,6 +73,7 @@ public struct Provisioner: Sendable {
     private func create(_ slug: TenantSlug, name: String, requestedServer: String?, store: ControlStore) async throws
         -> CreateOutcome
     {
+        let started = ContinuousClock.now
         let existing = try await store.tenant(slug)
         if let existing, existing.status == .active || existing.status == .suspended {
             throw ControlError.alreadyExists("tenant \(slug) already exists")
@@ -96,21 +97,24 @@ public struct Provisioner: Sendable {
         // commits synchronously, flushing everything before it.
         try await store.connection.query("SET synchronous_commit = off", logger: logger)
         _ = try await store.registerTenant(slug, name: name, server: serverName, databaseURL: databaseURL.redacted)
-        try checkFault(after: .registered)
+        try finished(.registered, slug: slug, since: started)
 
         do {
             let password = try await rolePassword(for: slug, store: store)
             // One admin session for the role and database steps: a connection
             // costs 3-8 ms here, the DDL itself less than one.
+            let verifier = ScramVerifier.make(password: password)
             let (origin, note) = try await DatabaseConnection.with(adminURL, logger: logger) { connection in
+                // As on the control side: a role or grant lost in a crash is redone by the next run.
+                try await connection.query("SET synchronous_commit = off", logger: logger)
                 let admin = ServerAdmin(connection: connection, logger: logger)
-                try await admin.ensureLoginRole(names.role, scramVerifier: ScramVerifier.make(password: password))
+                try await admin.ensureLoginRole(names.role, scramVerifier: verifier)
                 try await store.setProvisioningStep(slug, ProvisioningStep.role.rawValue)
-                try checkFault(after: .role)
+                try finished(.role, slug: slug, since: started)
 
                 let result = try await ensureDatabase(names, serverName: serverName, admin: admin, adminURL: adminURL, store: store)
                 try await store.setProvisioningStep(slug, ProvisioningStep.database.rawValue)
-                try checkFault(after: .database)
+                try finished(.database, slug: slug, since: started)
                 return result
             }
 
@@ -118,7 +122,7 @@ public struct Provisioner: Sendable {
                 names, adminURL: adminURL, copiedCurrentTemplate: origin == .template || origin == .refreshedTemplate)
             try await store.setSchemaVersion(slug, version, fingerprint: migrations.fingerprint)
             try await store.setProvisioningStep(slug, ProvisioningStep.migrate.rawValue)
-            try checkFault(after: .migrate)
+            try finished(.migrate, slug: slug, since: started)
 
             try await store.connection.query("SET synchronous_commit = on", logger: logger)
             try await store.activateTenant(slug)
@@ -210,7 +214,11 @@ public struct Provisioner: Sendable {
         }
     }
 
-    private func checkFault(after step: ProvisioningStep) throws {
+    /// Logs the step's time (debug level) and, under fault injection, dies.
+    private func finished(_ step: ProvisioningStep, slug: TenantSlug, since started: ContinuousClock.Instant) throws {
+        logger.debug(
+            "provisioning step done",
+            metadata: ["tenant": "\(slug)", "step": "\(step.rawValue)", "elapsed": "\(ContinuousClock.now - started)"])
         guard faultAfterStep == step else { return }
         logger.critical("fault injection: killing the process after step \(step.rawValue)")
         kill(getpid(), SIGKILL)

@@ -16,13 +16,18 @@ enum ScramVerifier {
             + "\(storedKey.base64EncodedString()):\(serverKey.base64EncodedString())"
     }
 
-    /// PBKDF2-HMAC-SHA256 for one 32-byte block (RFC 8018).
+    /// PBKDF2-HMAC-SHA256 for one 32-byte block (RFC 8018). The keyed HMAC
+    /// state is set up once and copied for each of the 4096 rounds.
     static func pbkdf2(password: [UInt8], salt: [UInt8], iterations: Int) -> [UInt8] {
-        let key = SymmetricKey(data: password)
-        var u = Array(HMAC<SHA256>.authenticationCode(for: salt + [0, 0, 0, 1], using: key))
+        let keyed = HMAC<SHA256>(key: SymmetricKey(data: password))
+        var round = keyed
+        round.update(data: salt + [0, 0, 0, 1])
+        var u = Array(round.finalize())
         var result = u
         for _ in 1..<iterations {
-            u = Array(HMAC<SHA256>.authenticationCode(for: u, using: key))
+            round = keyed
+            round.update(data: u)
+            u = Array(round.finalize())
             for index in result.indices { result[index] ^= u[index] }
         }
         return result

@@ -1,6 +1,8 @@
+import Foundation
 import Testing
 
 @testable import Migrations
+@testable import Provisioner
 
 @Suite("Splitting migration files into statements")
 struct SQLScriptTests {
@@ -61,5 +63,15 @@ struct MigrationFileNameTests {
         let a = try MigrationFile(fileName: "001_a.sql", contents: .init("SELECT 1".utf8))
         let b = try MigrationFile(fileName: "001_b.sql", contents: .init("SELECT 2".utf8))
         #expect(throws: MigrationError.self) { try MigrationSet(files: [a, b]) }
+    }
+}
+
+@Suite("SCRAM verifier")
+struct ScramVerifierTests {
+    /// RFC 7677's example: password "pencil", salt W22ZaJ0SNY7soEsUEjb6gQ==, 4096 rounds.
+    @Test func matchesTheRFCTestVector() throws {
+        let salt = Array(try #require(Data(base64Encoded: "W22ZaJ0SNY7soEsUEjb6gQ==")))
+        let verifier = ScramVerifier.make(password: "pencil", salt: salt)
+        #expect(verifier == "SCRAM-SHA-256$4096:W22ZaJ0SNY7soEsUEjb6gQ==$WG5d8oPm3OtcPnkdi4Uo7BkeZkBFzpcXkuLmtbsT4qY=:wfPLwcE6nTWhTAmQ7tl2KeoiWGPlZqQxSrmfPwDl2dU=")
     }
 }
