@@ -45,7 +45,7 @@ extension Tenantplane.Migrate {
                     return
                 }
                 for applied in outcome.report.applied {
-                    Output.line("applied \(applied.version)_\(applied.name) (\(Int(applied.durationMilliseconds.rounded())) ms)")
+                    Output.line("applied \(applied.file) (\(Int(applied.durationMilliseconds.rounded())) ms)")
                 }
                 Output.line(
                     outcome.report.applied.isEmpty

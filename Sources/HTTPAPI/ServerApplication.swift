@@ -44,7 +44,7 @@ public struct ServerApplication {
         let admin = router.group("admin").add(middleware: AdminAuthMiddleware(adminToken: adminToken))
         AdminLLMRoutes(control: control).register(on: admin)
         AdminServerRoutes(control: control).register(on: admin)
-        let provisioner = try Provisioner(settings: settings, logger: logger)
+        let provisioner = try Provisioner(settings: settings, logger: logger, controlPool: controlPool)
         AdminTenantRoutes(control: control, provisioner: provisioner).register(on: admin)
 
         return Application(

@@ -56,6 +56,7 @@ public struct MigrationReport: Sendable, Codable, Equatable {
     public struct Applied: Sendable, Codable, Equatable {
         public let version: Int
         public let name: String
+        public let file: String
         public let durationMilliseconds: Double
     }
 

@@ -45,7 +45,7 @@ public struct Migrator: Sendable {
                 } catch {
                     throw MigrationError.failed(failure(of: file, error: error, report: report))
                 }
-                report.applied.append(.init(version: file.version, name: file.name, durationMilliseconds: milliseconds))
+                report.applied.append(.init(version: file.version, name: file.name, file: file.fileName, durationMilliseconds: milliseconds))
                 report.toVersion = max(report.toVersion, file.version)
                 logger.info(
                     "applied migration",

@@ -23,8 +23,12 @@ public struct Provisioner: Sendable {
     /// Test hook: the process kills itself (SIGKILL) right after this step.
     public let faultAfterStep: ProvisioningStep?
     public let logger: Logger
+    /// The server's control pool; without one, each operation opens its own
+    /// control connection (the CLI).
+    let controlPool: PostgresClient?
 
-    public init(settings: Settings, logger: Logger) throws {
+    public init(settings: Settings, logger: Logger, controlPool: PostgresClient? = nil) throws {
+        self.controlPool = controlPool
         controlURL = try settings.requireControlURL()
         secrets = SecretBox(masterKey: try settings.requireMasterKey())
         migrations = try MigrationSet(directory: settings.tenantMigrationsDirectory)
@@ -92,14 +96,15 @@ public struct Provisioner: Sendable {
         let adminURL = try await store.adminURL(ofServer: serverName, secrets: secrets, controlURL: controlURL)
         let names = try TenantNames(slug)
         let databaseURL = adminURL.with(user: names.role.name, password: nil).with(database: names.database.name)
-        // The intermediate steps need not wait for the disk: a step lost in a
-        // crash is redone by the next run (each is idempotent). Activation
-        // commits synchronously, flushing everything before it.
-        try await store.connection.query("SET synchronous_commit = off", logger: logger)
         _ = try await store.registerTenant(slug, name: name, server: serverName, databaseURL: databaseURL.redacted)
         try finished(.registered, slug: slug, since: started)
 
         do {
+            // The intermediate steps need not wait for the disk: a step lost in a
+            // crash is redone by the next run (each is idempotent). Activation
+            // commits synchronously, flushing everything before it; every path
+            // out of here turns it back on (the connection may be pooled).
+            try await store.connection.query("SET synchronous_commit = off", logger: logger)
             let password = try await rolePassword(for: slug, store: store)
             // One admin session for the role and database steps: a connection
             // costs 3-8 ms here, the DDL itself less than one.
@@ -330,7 +335,12 @@ public struct Provisioner: Sendable {
     }
 
     private func withControl<Result: Sendable>(_ body: (ControlStore) async throws -> Result) async throws -> Result {
-        try await DatabaseConnection.with(controlURL, logger: logger) { connection in
+        if let controlPool {
+            return try await controlPool.withConnection { connection in
+                try await body(ControlStore(connection: connection, logger: logger))
+            }
+        }
+        return try await DatabaseConnection.with(controlURL, logger: logger) { connection in
             try await body(ControlStore(connection: connection, logger: logger))
         }
     }
