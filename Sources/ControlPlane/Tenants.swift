@@ -164,17 +164,6 @@ extension ControlStore {
     /// Serialises work on one tenant across processes: a session advisory lock
     /// of the control database, held while `body` runs.
     public func withTenantLock<Result>(_ slug: TenantSlug, _ body: () async throws -> Result) async throws -> Result {
-        let key = "tenant:\(slug.rawValue)"
-        try await connection.query("SELECT pg_advisory_lock(hashtext(\(key)))", logger: logger)
-        do {
-            let result = try await body()
-            try await connection.query("SELECT pg_advisory_unlock(hashtext(\(key)))", logger: logger)
-            return result
-        } catch {
-            if !connection.isClosed {
-                _ = try? await connection.query("SELECT pg_advisory_unlock(hashtext(\(key)))", logger: logger)
-            }
-            throw error
-        }
+        try await connection.withAdvisoryLock(named: "tenant:\(slug.rawValue)", logger: logger, body)
     }
 }

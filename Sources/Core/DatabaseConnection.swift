@@ -58,6 +58,29 @@ extension PostgresConnection {
     }
 }
 
+extension PostgresConnection {
+    /// Holds the session advisory lock `name` (hashed to a key; locks are
+    /// scoped to the connection's database) while `body` runs, waiting for it
+    /// when another session holds it. A connection that dies releases it.
+    public func withAdvisoryLock<Result>(
+        named name: String,
+        logger: Logger,
+        _ body: () async throws -> Result
+    ) async throws -> Result {
+        try await query("SELECT pg_advisory_lock(hashtext(\(name)))", logger: logger)
+        do {
+            let result = try await body()
+            try await query("SELECT pg_advisory_unlock(hashtext(\(name)))", logger: logger)
+            return result
+        } catch {
+            if !isClosed {
+                _ = try? await query("SELECT pg_advisory_unlock(hashtext(\(name)))", logger: logger)
+            }
+            throw error
+        }
+    }
+}
+
 extension Error {
     /// The SQLSTATE of a server error, if this is one.
     public var sqlState: String? {

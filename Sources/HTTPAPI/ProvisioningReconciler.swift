@@ -13,7 +13,11 @@ struct ProvisioningReconciler: Service {
 
     func run() async throws {
         do {
-            let finished = try await provisioner.resumeInterrupted(actor: ControlPlane.Actor("reconciler"))
+            // A shutdown while the control database is still unreachable must
+            // not wait for the pool to give up.
+            let finished = try await cancelWhenGracefulShutdown {
+                try await provisioner.resumeInterrupted(actor: ControlPlane.Actor("reconciler"))
+            }
             if !finished.isEmpty {
                 logger.info("finished interrupted provisioning", metadata: ["tenants": "\(finished.map(\.tenant.id))"])
             }

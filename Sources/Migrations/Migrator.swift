@@ -10,9 +10,9 @@ import PostgresNIO
 public struct Migrator: Sendable {
     public let migrations: MigrationSet
 
-    /// Key of the session advisory lock every runner takes before migrating.
-    /// Advisory locks are scoped to one database, so one key serves them all.
-    static let lockKey: Int64 = 0x7465_6E61_6E74_706C
+    /// The session advisory lock every runner takes before migrating.
+    /// Advisory locks are scoped to one database, so one name serves them all.
+    static let lockName = "tenantplane.migrations"
 
     public init(migrations: MigrationSet) {
         self.migrations = migrations
@@ -31,7 +31,7 @@ public struct Migrator: Sendable {
     /// it stay applied.
     @discardableResult
     public func migrate(_ connection: PostgresConnection, logger: Logger) async throws -> MigrationReport {
-        try await withMigrationLock(connection, logger: logger) {
+        try await connection.withAdvisoryLock(named: Self.lockName, logger: logger) {
             let applied = try await appliedMigrations(connection, logger: logger, createTable: true)
             let before = state(applied: applied)
             guard before.drift.isEmpty else { throw MigrationError.drift(before.drift) }
@@ -52,24 +52,6 @@ public struct Migrator: Sendable {
                     metadata: ["file": "\(file.fileName)", "ms": "\(Int(milliseconds.rounded()))"])
             }
             return report
-        }
-    }
-
-    private func withMigrationLock<Result>(
-        _ connection: PostgresConnection,
-        logger: Logger,
-        _ body: () async throws -> Result
-    ) async throws -> Result {
-        try await connection.query("SELECT pg_advisory_lock(\(Self.lockKey))", logger: logger)
-        do {
-            let result = try await body()
-            try await connection.query("SELECT pg_advisory_unlock(\(Self.lockKey))", logger: logger)
-            return result
-        } catch {
-            if !connection.isClosed {
-                _ = try? await connection.query("SELECT pg_advisory_unlock(\(Self.lockKey))", logger: logger)
-            }
-            throw error
         }
     }
 

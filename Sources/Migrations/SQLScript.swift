@@ -97,39 +97,11 @@ struct SQLScript {
                 continue
             }
             markCode(i)
-            if c == "'" {
-                let escapes = i > 0 && (s[i - 1] == "E" || s[i - 1] == "e") && (i < 2 || !isIdentifierScalar(s[i - 2]))
-                i += 1
-                while i < n {
-                    if escapes, s[i] == "\\" {
-                        i += 2
-                    } else if s[i] == "'" {
-                        if i + 1 < n, s[i + 1] == "'" {
-                            i += 2
-                        } else {
-                            i += 1
-                            break
-                        }
-                    } else {
-                        i += 1
-                    }
-                }
-                continue
-            }
-            if c == "\"" {
-                i += 1
-                while i < n {
-                    if s[i] == "\"" {
-                        if i + 1 < n, s[i + 1] == "\"" {
-                            i += 2
-                        } else {
-                            i += 1
-                            break
-                        }
-                    } else {
-                        i += 1
-                    }
-                }
+            if c == "'" || c == "\"" {
+                // '…' and "…" end at an undoubled quote; E'…' also honours backslashes.
+                let escapes = c == "'" && i > 0 && (s[i - 1] == "E" || s[i - 1] == "e")
+                    && (i < 2 || !isIdentifierScalar(s[i - 2]))
+                i = endOfQuoted(s, openingAt: i, backslashEscapes: escapes)
                 continue
             }
             if c == "$", i == 0 || !isIdentifierScalar(s[i - 1]), let tagEnd = dollarTagEnd(s, from: i) {
@@ -148,6 +120,26 @@ struct SQLScript {
         }
         finish(at: n)
         return statements
+    }
+
+    /// The index just past the quoted text that opens at `i`.
+    private static func endOfQuoted(_ s: [Unicode.Scalar], openingAt start: Int, backslashEscapes: Bool) -> Int {
+        let quote = s[start]
+        var i = start + 1
+        while i < s.count {
+            if backslashEscapes, s[i] == "\\" {
+                i += 2
+            } else if s[i] == quote {
+                if i + 1 < s.count, s[i + 1] == quote {
+                    i += 2
+                } else {
+                    return i + 1
+                }
+            } else {
+                i += 1
+            }
+        }
+        return s.count
     }
 
     /// The index of the closing `$` of a dollar-quote tag opening at `i`

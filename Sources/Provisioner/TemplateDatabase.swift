@@ -31,11 +31,9 @@ struct TemplateDatabase {
     /// advisory lock of the admin database; the later ones find it current.
     func ensureCurrent(adminURL: PostgresURL) async throws -> Outcome {
         try await DatabaseConnection.with(adminURL, logger: logger) { lockConnection in
-            let key = "tenantplane.template:\(database.name)"
-            try await lockConnection.query("SELECT pg_advisory_lock(hashtext(\(key)))", logger: logger)
-            let outcome = try await ensureCurrentWhileLocked(adminURL: adminURL)
-            try await lockConnection.query("SELECT pg_advisory_unlock(hashtext(\(key)))", logger: logger)
-            return outcome
+            try await lockConnection.withAdvisoryLock(named: "tenantplane.template:\(database.name)", logger: logger) {
+                try await ensureCurrentWhileLocked(adminURL: adminURL)
+            }
         }
     }
 

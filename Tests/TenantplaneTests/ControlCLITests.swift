@@ -53,13 +53,8 @@ struct ControlCLITests {
 
     @Test func migrateStatusShowsVersionPendingAndDrift() async throws {
         try await TestCluster.withScratchDatabase { url in
-            let folder = FileManager.default.temporaryDirectory.appendingPathComponent("cm-\(UUID().uuidString)")
-            try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+            let folder = try TestCluster.stagedCopy(of: TestCluster.controlMigrations)
             defer { try? FileManager.default.removeItem(at: folder) }
-            for name in try FileManager.default.contentsOfDirectory(atPath: TestCluster.controlMigrations) {
-                try FileManager.default.copyItem(
-                    atPath: "\(TestCluster.controlMigrations)/\(name)", toPath: folder.appendingPathComponent(name).path)
-            }
             let cli = try CLIRunner.forControlDatabase(url, extra: ["TENANTPLANE_CONTROL_MIGRATIONS": folder.path])
             #expect(try await cli.run("migrate", "control").exitCode == 0)
 

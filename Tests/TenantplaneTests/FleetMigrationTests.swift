@@ -15,13 +15,8 @@ struct FleetFixture {
 
     static func with(tenants count: Int, _ body: (FleetFixture) async throws -> Void) async throws {
         try await ProvisioningFixture.with { base in
-            let folder = FileManager.default.temporaryDirectory.appendingPathComponent("fleet-\(UUID().uuidString)")
-            try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+            let folder = try TestCluster.stagedCopy(of: TestCluster.tenantMigrations)
             defer { try? FileManager.default.removeItem(at: folder) }
-            for name in try FileManager.default.contentsOfDirectory(atPath: TestCluster.tenantMigrations) {
-                try FileManager.default.copyItem(
-                    atPath: "\(TestCluster.tenantMigrations)/\(name)", toPath: folder.appendingPathComponent(name).path)
-            }
             var cli = base.cli
             cli.environment["TENANTPLANE_TENANT_MIGRATIONS"] = folder.path
             var slugs: [String] = []

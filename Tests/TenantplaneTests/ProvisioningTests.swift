@@ -297,12 +297,8 @@ struct ProvisioningTests {
 
     @Test func theTemplateIsRefreshedWhenTenantMigrationsChange() async throws {
         try await ProvisioningFixture.with { fixture in
-            let folder = FileManager.default.temporaryDirectory.appendingPathComponent("tm-\(UUID().uuidString)")
-            try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+            let folder = try TestCluster.stagedCopy(of: TestCluster.tenantMigrations)
             defer { try? FileManager.default.removeItem(at: folder) }
-            for name in try FileManager.default.contentsOfDirectory(atPath: TestCluster.tenantMigrations) {
-                try FileManager.default.copyItem(atPath: "\(TestCluster.tenantMigrations)/\(name)", toPath: folder.appendingPathComponent(name).path)
-            }
             var cli = fixture.cli
             cli.environment["TENANTPLANE_TENANT_MIGRATIONS"] = folder.path
             let first = ProvisioningFixture.slug("tpl-a")

@@ -30,6 +30,17 @@ enum TestCluster {
     static var controlMigrations: String { repositoryRoot.appendingPathComponent("control-migrations").path }
     static var tenantMigrations: String { repositoryRoot.appendingPathComponent("tenant-migrations").path }
 
+    /// A temporary copy of a migration folder that a test may add files to, as
+    /// an operator stages a release. The caller removes it.
+    static func stagedCopy(of directory: String) throws -> URL {
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("migrations-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        for name in try FileManager.default.contentsOfDirectory(atPath: directory) {
+            try FileManager.default.copyItem(atPath: "\(directory)/\(name)", toPath: folder.appendingPathComponent(name).path)
+        }
+        return folder
+    }
+
     /// Creates an empty database, hands its superuser URL to `body`, drops it after.
     static func withScratchDatabase<Result: Sendable>(
         _ body: (PostgresURL) async throws -> Result
