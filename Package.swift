@@ -68,6 +68,8 @@ let package = Package(
                 "Config",
                 "Migrations",
                 "ControlPlane",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "CryptoExtras", package: "swift-crypto"),
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],

@@ -43,8 +43,9 @@ extension ControlStore {
         return tenants
     }
 
-    /// Records a tenant's migration run: the ledger rows of the files applied
-    /// (and of the one that failed), and the tenant's version and outcome.
+    /// Records a tenant's migration run in one statement: the ledger rows of
+    /// the files applied (and of the one that failed), and the tenant's
+    /// version and outcome.
     public func recordMigration(
         _ slug: TenantSlug,
         applied: [MigrationFile],
@@ -54,32 +55,26 @@ extension ControlStore {
         outcome: String,
         error: String?
     ) async throws {
-        if !applied.isEmpty {
-            try await connection.query(
-                """
+        try await connection.query(
+            """
+            WITH applied AS (
                 INSERT INTO tenant_migration_ledger AS l (tenant_id, version, name, checksum, status)
                 SELECT \(slug.rawValue), v, n, c, 'applied'
                 FROM unnest(\(applied.map(\.version))::int[], \(applied.map(\.name))::text[], \(applied.map(\.checksum))::text[]) AS f(v, n, c)
                 ON CONFLICT (tenant_id, version) DO UPDATE SET
                     status = 'applied', name = EXCLUDED.name, checksum = EXCLUDED.checksum, error = NULL, sql_state = NULL,
                     attempt = l.attempt + 1, finished_at = now()
-                """,
-                logger: logger)
-        }
-        if let failed {
-            try await connection.query(
-                """
+                RETURNING 1
+            ), failed AS (
                 INSERT INTO tenant_migration_ledger AS l (tenant_id, version, name, checksum, status, error, sql_state)
-                VALUES (\(slug.rawValue), \(failed.file.version), \(failed.file.name), \(failed.file.checksum), 'failed',
-                        \(failed.failure.summary), \(failed.failure.sqlState))
+                SELECT \(slug.rawValue), \(failed?.file.version), \(failed?.file.name), \(failed?.file.checksum), 'failed',
+                       \(failed?.failure.summary), \(failed?.failure.sqlState)
+                WHERE \(failed != nil)
                 ON CONFLICT (tenant_id, version) DO UPDATE SET
                     status = 'failed', error = EXCLUDED.error, sql_state = EXCLUDED.sql_state,
                     attempt = l.attempt + 1, finished_at = now()
-                """,
-                logger: logger)
-        }
-        try await connection.query(
-            """
+                RETURNING 1
+            )
             UPDATE tenants SET schema_version = COALESCE(\(version), schema_version),
                 migration_fingerprint = \(fingerprint), migration_outcome = \(outcome), migration_error = \(error),
                 migrated_at = now()

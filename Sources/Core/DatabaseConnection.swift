@@ -5,12 +5,19 @@ import PostgresNIO
 /// opens a plain connection: it fails at once when the server is down, where a
 /// pool would keep retrying for a minute before giving up.
 public enum DatabaseConnection {
-    public static func open(_ url: PostgresURL, logger: Logger) async throws(DatabaseError) -> PostgresConnection {
-        let configuration: PostgresConnection.Configuration
+    /// `role`, when given, is the session's role from the start (as `SET ROLE`
+    /// would make it, saving a round trip); the login stays `url`'s user.
+    public static func open(
+        _ url: PostgresURL, role: SQLIdentifier? = nil, logger: Logger
+    ) async throws(DatabaseError) -> PostgresConnection {
+        var configuration: PostgresConnection.Configuration
         do {
             configuration = try url.connectionConfiguration()
         } catch {
             throw .unreachable(server: url.redacted, reason: "TLS set-up failed: \(error)")
+        }
+        if let role {
+            configuration.options.additionalStartupParameters = [("options", "-c role=\(role.name)")]
         }
         do {
             return try await PostgresConnection.connect(
@@ -23,10 +30,11 @@ public enum DatabaseConnection {
     /// Runs `body` on a fresh connection and closes it afterwards, whatever happens.
     public static func with<Result: Sendable>(
         _ url: PostgresURL,
+        role: SQLIdentifier? = nil,
         logger: Logger,
         _ body: (PostgresConnection) async throws -> Result
     ) async throws -> Result {
-        let connection = try await open(url, logger: logger)
+        let connection = try await open(url, role: role, logger: logger)
         do {
             let result = try await body(connection)
             try? await connection.close()

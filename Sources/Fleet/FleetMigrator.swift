@@ -196,8 +196,7 @@ public struct FleetMigrator: Sendable {
         do {
             let role = try SQLIdentifier(slug.roleName)
             let url = target.adminURL.with(database: slug.databaseName)
-            try await DatabaseConnection.with(url, logger: logger) { connection in
-                try await connection.query(PostgresQuery(unsafeSQL: "SET ROLE \(role.quoted)"), logger: logger)
+            try await DatabaseConnection.with(url, role: role, logger: logger) { connection in
                 let migrator = Migrator(migrations: migrations)
                 if dryRun {
                     let state = try await migrator.inspect(connection, logger: logger)

@@ -123,7 +123,12 @@ public struct Migrator: Sendable {
         logger: Logger,
         createTable: Bool
     ) async throws -> [AppliedMigration] {
-        if createTable {
+        let rows: PostgresRowSequence
+        do {
+            rows = try await connection.query(
+                "SELECT version, name, checksum, applied_at FROM schema_migrations ORDER BY version", logger: logger)
+        } catch where error.sqlState == "42P01" {
+            guard createTable else { return [] }
             try await connection.query(
                 """
                 CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -135,15 +140,9 @@ public struct Migrator: Sendable {
                 )
                 """,
                 logger: logger)
-        } else {
-            let exists = try await connection.query(
-                "SELECT to_regclass('schema_migrations') IS NOT NULL", logger: logger
-            ).collect().first?.decode(Bool.self) ?? false
-            if !exists { return [] }
+            return []
         }
         var applied: [AppliedMigration] = []
-        let rows = try await connection.query(
-            "SELECT version, name, checksum, applied_at FROM schema_migrations ORDER BY version", logger: logger)
         for try await (version, name, checksum, appliedAt) in rows.decode((Int, String, String, Date).self) {
             applied.append(.init(version: version, name: name, checksum: checksum, appliedAt: appliedAt))
         }

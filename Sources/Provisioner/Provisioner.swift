@@ -108,7 +108,7 @@ public struct Provisioner: Sendable {
             let password = try await rolePassword(for: slug, store: store)
             // One admin session for the role and database steps: a connection
             // costs 3-8 ms here, the DDL itself less than one.
-            let verifier = ScramVerifier.make(password: password)
+            let verifier = try ScramVerifier.make(password: password)
             let (origin, note) = try await DatabaseConnection.with(adminURL, logger: logger) { connection in
                 // As on the control side: a role or grant lost in a crash is redone by the next run.
                 try await connection.query("SET synchronous_commit = off", logger: logger)

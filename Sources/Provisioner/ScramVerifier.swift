@@ -1,4 +1,5 @@
 import Crypto
+import CryptoExtras
 import Foundation
 
 /// The SCRAM-SHA-256 verifier PostgreSQL stores for a password, computed here
@@ -6,31 +7,18 @@ import Foundation
 enum ScramVerifier {
     static let iterations = 4096
 
-    static func make(password: String, salt: [UInt8] = Array(SystemRandomNumberGenerator.bytes(16))) -> String {
-        let salted = pbkdf2(password: Array(password.utf8), salt: salt, iterations: iterations)
-        let key = SymmetricKey(data: salted)
+    static func make(password: String, salt: [UInt8] = Array(SystemRandomNumberGenerator.bytes(16))) throws -> String {
+        // BoringSSL's PBKDF2, as postgres-nio uses for the client side of SCRAM.
+        // 4096 rounds is PostgreSQL's own count; the passwords hashed here are
+        // 256 random bits, which no round count needs to protect.
+        let key = try KDF.Insecure.PBKDF2.deriveKey(
+            from: Array(password.utf8), salt: salt, using: .sha256, outputByteCount: 32,
+            unsafeUncheckedRounds: iterations)
         let clientKey = Data(HMAC<SHA256>.authenticationCode(for: Data("Client Key".utf8), using: key))
         let storedKey = Data(SHA256.hash(data: clientKey))
         let serverKey = Data(HMAC<SHA256>.authenticationCode(for: Data("Server Key".utf8), using: key))
         return "SCRAM-SHA-256$\(iterations):\(Data(salt).base64EncodedString())$"
             + "\(storedKey.base64EncodedString()):\(serverKey.base64EncodedString())"
-    }
-
-    /// PBKDF2-HMAC-SHA256 for one 32-byte block (RFC 8018). The keyed HMAC
-    /// state is set up once and copied for each of the 4096 rounds.
-    static func pbkdf2(password: [UInt8], salt: [UInt8], iterations: Int) -> [UInt8] {
-        let keyed = HMAC<SHA256>(key: SymmetricKey(data: password))
-        var round = keyed
-        round.update(data: salt + [0, 0, 0, 1])
-        var u = Array(round.finalize())
-        var result = u
-        for _ in 1..<iterations {
-            round = keyed
-            round.update(data: u)
-            u = Array(round.finalize())
-            for index in result.indices { result[index] ^= u[index] }
-        }
-        return result
     }
 }
 
