@@ -15,18 +15,13 @@ struct CommandContext {
     init(defaultLogLevel: Logger.Level = .warning) throws {
         settings = try Settings.load()
         var logger = Logger(label: "tenantplane")
-        logger.logLevel = ProcessInfo.processInfo.environment["TENANTPLANE_LOG_LEVEL"]
-            .flatMap(Logger.Level.init(rawValue:)) ?? defaultLogLevel
+        logger.logLevel = settings.logLevel.flatMap(Logger.Level.init(rawValue:)) ?? defaultLogLevel
         self.logger = logger
     }
 
-    var actor: ControlPlane.Actor { .cli(user: ProcessInfo.processInfo.environment["USER"]) }
+    var actor: ControlPlane.Actor { .cli(user: settings.operatorName) }
 
     var secrets: SecretBox? { settings.masterKey.map(SecretBox.init(masterKey:)) }
-
-    func requireSecrets() throws -> SecretBox {
-        SecretBox(masterKey: try settings.requireMasterKey())
-    }
 
     /// Runs `body` against the control database on one connection.
     func withControl<Result: Sendable>(_ body: (ControlStore) async throws -> Result) async throws -> Result {

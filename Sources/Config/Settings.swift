@@ -25,6 +25,10 @@ public struct Settings: Sendable {
     /// default `tenantplane_template`): another name lets two control planes share
     /// one PostgreSQL server without refreshing each other's template.
     public var templateDatabase: String?
+    /// `TENANTPLANE_LOG_LEVEL`: trace, debug, info, notice, warning, error, critical.
+    public var logLevel: String?
+    /// Who runs the CLI (`USER`), for the audit trail.
+    public var operatorName: String?
 
     /// Reads the configuration. The environment wins over the config file
     /// (`TENANTPLANE_CONFIG_FILE`, default `.tenantplane/env` when it exists),
@@ -92,6 +96,8 @@ public struct Settings: Sendable {
         providerKeys = keys
         faultAfterStep = value("TENANTPLANE_FAULT_AFTER")
         templateDatabase = value("TENANTPLANE_TEMPLATE_DATABASE")
+        logLevel = value("TENANTPLANE_LOG_LEVEL")
+        operatorName = value("USER")
     }
 
     public func requireControlURL() throws(ConfigurationError) -> PostgresURL {

@@ -89,17 +89,6 @@ public struct PostgresURL: Sendable, Hashable, CustomStringConvertible {
         return components.string ?? "postgres://\(host):\(port)/\(database)"
     }
 
-    /// The `PGHOST`… environment for libpq tools (pg_dump, psql), so the
-    /// password never appears on a command line.
-    public var libpqEnvironment: [String: String] {
-        var environment = [
-            "PGHOST": host, "PGPORT": String(port), "PGUSER": user,
-            "PGDATABASE": database, "PGSSLMODE": sslMode.rawValue,
-        ]
-        if let password { environment["PGPASSWORD"] = password }
-        return environment
-    }
-
     func tlsConfiguration() -> TLSConfiguration {
         var tls = TLSConfiguration.makeClientConfiguration()
         switch sslMode {

@@ -50,10 +50,10 @@ struct APIErrorBody {
             code = Self.code(for: error.status)
             message = Self.message(for: error.status)
             internalDetail = nil
-        case is DecodingError:
+        case let error as DecodingError:
             status = .badRequest
             code = "invalid_json"
-            message = Self.describe(decodingError: error as! DecodingError)
+            message = Self.describe(decodingError: error)
             internalDetail = nil
         default:
             let failure = OperatorFailure(error)

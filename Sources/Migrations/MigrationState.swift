@@ -43,8 +43,6 @@ public struct MigrationState: Sendable, Codable, Equatable {
     public let pending: [String]
     public let drift: [ChecksumDrift]
 
-    public var isCurrent: Bool { pending.isEmpty && drift.isEmpty }
-
     func pendingFiles(in set: MigrationSet) -> [MigrationFile] {
         let names = Set(pending)
         return set.files.filter { names.contains($0.fileName) }
