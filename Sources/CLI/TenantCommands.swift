@@ -92,19 +92,31 @@ extension Tenantplane.Tenant {
         }
     }
 
+    /// Runs one lifecycle change of a tenant and prints the tenant after it.
+    static func change(
+        _ rawSlug: String,
+        json: Bool,
+        done verb: String,
+        _ body: (Provisioner, TenantSlug, ControlPlane.Actor) async throws -> TenantRecord
+    ) async throws {
+        try await reportingFailures {
+            let slug = try TenantSlug(rawSlug)
+            let context = try CommandContext()
+            let provisioner = try Provisioner(settings: context.settings, logger: context.logger)
+            let tenant = try await body(provisioner, slug, context.actor)
+            if json { try Output.json(tenant) } else { Output.line("\(verb) tenant \(tenant.id)") }
+        }
+    }
+
     struct Suspend: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Suspend a tenant: its role cannot log in, its sessions end, its API answers 403.")
+            abstract: "Suspend a tenant: its role can no longer log in and its open sessions end.")
         @Argument(help: "Tenant id.") var slug: String
         @OptionGroup var output: JSONFlag
 
         func run() async throws {
-            try await reportingFailures {
-                let slug = try TenantSlug(slug)
-                let context = try CommandContext()
-                let tenant = try await Provisioner(settings: context.settings, logger: context.logger)
-                    .suspend(slug, actor: context.actor)
-                if output.json { try Output.json(tenant) } else { Output.line("suspended tenant \(tenant.id)") }
+            try await Tenantplane.Tenant.change(slug, json: output.json, done: "suspended") {
+                try await $0.suspend($1, actor: $2)
             }
         }
     }
@@ -115,12 +127,8 @@ extension Tenantplane.Tenant {
         @OptionGroup var output: JSONFlag
 
         func run() async throws {
-            try await reportingFailures {
-                let slug = try TenantSlug(slug)
-                let context = try CommandContext()
-                let tenant = try await Provisioner(settings: context.settings, logger: context.logger)
-                    .resume(slug, actor: context.actor)
-                if output.json { try Output.json(tenant) } else { Output.line("resumed tenant \(tenant.id)") }
+            try await Tenantplane.Tenant.change(slug, json: output.json, done: "resumed") {
+                try await $0.resume($1, actor: $2)
             }
         }
     }
@@ -133,12 +141,8 @@ extension Tenantplane.Tenant {
         @OptionGroup var output: JSONFlag
 
         func run() async throws {
-            try await reportingFailures {
-                let slug = try TenantSlug(slug)
-                let context = try CommandContext()
-                let tenant = try await Provisioner(settings: context.settings, logger: context.logger)
-                    .delete(slug, confirmation: confirm, actor: context.actor)
-                if output.json { try Output.json(tenant) } else { Output.line("deleted tenant \(tenant.id)") }
+            try await Tenantplane.Tenant.change(slug, json: output.json, done: "deleted") {
+                try await $0.delete($1, confirmation: confirm, actor: $2)
             }
         }
     }

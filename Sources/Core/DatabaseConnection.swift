@@ -28,6 +28,7 @@ public enum DatabaseConnection {
     }
 
     /// Runs `body` on a fresh connection and closes it afterwards, whatever happens.
+    @discardableResult
     public static func with<Result: Sendable>(
         _ url: PostgresURL,
         role: SQLIdentifier? = nil,
