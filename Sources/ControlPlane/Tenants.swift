@@ -63,11 +63,12 @@ extension ControlStore {
 
     /// Inserts a tenant as `provisioning`, or takes over a row that may be
     /// resumed (`provisioning`, `failed`) or reused (`deleted`). An `active` or
-    /// `suspended` tenant is left untouched: `alreadyExists`.
+    /// `suspended` tenant is left untouched: `alreadyExists`. `existing` is the
+    /// row as the caller just read it under the tenant's lock.
     public func registerTenant(
-        _ slug: TenantSlug, name: String, server: String, databaseURL: String
-    ) async throws -> TenantRecord {
-        if let existing = try await tenant(slug) {
+        _ slug: TenantSlug, name: String, server: String, databaseURL: String, existing: TenantRecord?
+    ) async throws {
+        if let existing {
             switch existing.status {
             case .active, .suspended:
                 throw ControlError.alreadyExists("tenant \(slug) already exists")
@@ -77,7 +78,7 @@ extension ControlStore {
                 try await connection.query(
                     "UPDATE tenants SET status = 'provisioning', last_error = NULL WHERE id = \(slug.rawValue)",
                     logger: logger)
-                return try await requireTenant(slug)
+                return
             case .deleted:
                 try await connection.query(
                     """
@@ -87,7 +88,7 @@ extension ControlStore {
                     WHERE id = \(slug.rawValue)
                     """,
                     logger: logger)
-                return try await requireTenant(slug)
+                return
             }
         }
         try await connection.query(
@@ -96,7 +97,6 @@ extension ControlStore {
             VALUES (\(slug.rawValue), \(name), \(databaseURL), 'provisioning', \(server), 'registered')
             """,
             logger: logger)
-        return try await requireTenant(slug)
     }
 
     public func setTenantStatus(_ slug: TenantSlug, _ status: TenantStatus, error: String? = nil) async throws {

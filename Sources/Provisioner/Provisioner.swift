@@ -82,21 +82,22 @@ public struct Provisioner: Sendable {
         if let existing, existing.status == .active || existing.status == .suspended {
             throw ControlError.alreadyExists("tenant \(slug) already exists")
         }
-        let serverName: String
+        let server: DatabaseServer
         if let placed = existing?.server, existing?.status != .deleted {
-            serverName = placed
+            server = try await store.server(named: placed)
         } else if let requestedServer {
-            let server = try await store.server(named: requestedServer)
+            server = try await store.server(named: requestedServer)
             guard server.isActive else { throw ControlError.conflict("database server \(server.name) is not active") }
             guard server.freeCapacity > 0 else { throw ControlError.conflict("database server \(server.name) is full") }
-            serverName = server.name
         } else {
-            serverName = try await store.pickServer().name
+            server = try await store.pickServer()
         }
+        let serverName = server.name
         let adminURL = try await store.adminURL(ofServer: serverName, secrets: secrets, controlURL: controlURL)
         let names = try TenantNames(slug)
         let databaseURL = adminURL.with(user: names.role.name, password: nil).with(database: names.database.name)
-        _ = try await store.registerTenant(slug, name: name, server: serverName, databaseURL: databaseURL.redacted)
+        try await store.registerTenant(
+            slug, name: name, server: serverName, databaseURL: databaseURL.redacted, existing: existing)
         try finished(.registered, slug: slug, since: started)
 
         do {
@@ -117,7 +118,7 @@ public struct Provisioner: Sendable {
                 try await store.setProvisioningStep(slug, ProvisioningStep.role.rawValue)
                 try finished(.role, slug: slug, since: started)
 
-                let result = try await ensureDatabase(names, serverName: serverName, admin: admin, adminURL: adminURL, store: store)
+                let result = try await ensureDatabase(names, server: server, admin: admin, adminURL: adminURL, store: store)
                 try await store.setProvisioningStep(slug, ProvisioningStep.database.rawValue)
                 try finished(.database, slug: slug, since: started)
                 return result
@@ -153,7 +154,7 @@ public struct Provisioner: Sendable {
     }
 
     private func ensureDatabase(
-        _ names: TenantNames, serverName: String, admin: ServerAdmin, adminURL: PostgresURL, store: ControlStore
+        _ names: TenantNames, server: DatabaseServer, admin: ServerAdmin, adminURL: PostgresURL, store: ControlStore
     ) async throws -> (DatabaseOrigin, String?) {
         if try await admin.databaseExists(names.database) {
             try await admin.restrictConnect(names.database, to: names.role)
@@ -161,11 +162,10 @@ public struct Provisioner: Sendable {
         }
         var origin = DatabaseOrigin.template
         var note: String?
-        let server = try await store.server(named: serverName)
         if server.templateFingerprint != migrations.fingerprint {
             do {
                 _ = try await TemplateDatabase(database: templateDatabase, migrations: migrations, logger: logger).ensureCurrent(adminURL: adminURL)
-                try await store.setTemplate(server: serverName, version: migrations.latestVersion, fingerprint: migrations.fingerprint)
+                try await store.setTemplate(server: server.name, version: migrations.latestVersion, fingerprint: migrations.fingerprint)
                 origin = .refreshedTemplate
             } catch {
                 note = "template \(templateDatabase) is unusable (\(OperatorFailure(error).message)); created the database empty and migrated it"
