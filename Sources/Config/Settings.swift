@@ -13,6 +13,9 @@ public struct Settings: Sendable {
     public var controlMigrationsDirectory: String
     public var tenantMigrationsDirectory: String
     public var connectionBudget: Int
+    /// Connections one tenant's pool may hold (`TENANTPLANE_TENANT_POOL_SIZE`);
+    /// the budget divided by this is how many tenants stay pooled at once.
+    public var tenantPoolSize: Int
     public var controlPoolSize: Int
     public var poolWait: Duration
     public var maxUploadBytes: Int
@@ -83,6 +86,10 @@ public struct Settings: Sendable {
             value("TENANTPLANE_TENANT_MIGRATIONS")
             ?? Self.bundledDirectory("tenant-migrations", workingDirectory: workingDirectory)
         connectionBudget = try integer("TENANTPLANE_CONNECTION_BUDGET", default: 80, range: 2...10_000)
+        tenantPoolSize = try integer("TENANTPLANE_TENANT_POOL_SIZE", default: 2, range: 1...100)
+        guard tenantPoolSize <= connectionBudget else {
+            throw .invalid("TENANTPLANE_TENANT_POOL_SIZE", "must not exceed TENANTPLANE_CONNECTION_BUDGET")
+        }
         controlPoolSize = try integer("TENANTPLANE_CONTROL_POOL", default: 10, range: 1...1_000)
         let waitMilliseconds = try milliseconds(value("TENANTPLANE_POOL_WAIT"), key: "TENANTPLANE_POOL_WAIT")
         poolWait = .milliseconds(waitMilliseconds ?? 5_000)

@@ -96,3 +96,31 @@ public enum RandomToken {
             .replacingOccurrences(of: "=", with: "")
     }
 }
+
+/// The tenant behind an unrevoked key, with what the router needs to reach its
+/// database. The sealed password is opened by the caller, never stored opened.
+public struct APIKeyHolder: Sendable {
+    public var keyID: String
+    public var keyHash: Data
+    public var tenantID: String
+    public var status: TenantStatus
+    public var databaseUrl: String
+    public var sealedRolePassword: Data?
+}
+
+extension ControlStore {
+    public func apiKeyHolder(digest: Data) async throws -> APIKeyHolder? {
+        let rows = try await connection.query(
+            """
+            SELECT k.id, k.key_hash, t.id, t.status, t.database_url, t.role_password_encrypted
+            FROM tenant_api_keys k JOIN tenants t ON t.id = k.tenant_id
+            WHERE k.key_hash = \(digest) AND k.revoked_at IS NULL
+            """,
+            logger: logger)
+        guard let row = try await rows.collect().first else { return nil }
+        let (keyID, hash, tenantID, status, url, sealed) = try row.decode((String, Data, String, String, String, Data?).self)
+        return APIKeyHolder(
+            keyID: keyID, keyHash: hash, tenantID: tenantID, status: TenantStatus(rawValue: status) ?? .failed,
+            databaseUrl: url, sealedRolePassword: sealed)
+    }
+}

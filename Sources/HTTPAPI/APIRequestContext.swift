@@ -1,5 +1,5 @@
 // HTTPAPI: the HTTP server (Hummingbird 2): health and readiness, the admin API
-// behind the admin token, and — later — the tenant API behind tenant keys.
+// behind the admin token, the tenant API (/v1) behind tenant keys, and metrics.
 // Handlers throw; ErrorMiddleware turns every failure into one JSON error body.
 import Foundation
 import Hummingbird
@@ -7,6 +7,8 @@ import Hummingbird
 /// The request context of every route: JSON in snake_case, bodies up to 1 MiB.
 public struct APIRequestContext: RequestContext {
     public var coreContext: CoreRequestContextStorage
+    /// Set by the tenant middleware on `/v1` routes, nowhere else.
+    var tenant: TenantSession?
 
     public init(source: Source) {
         coreContext = .init(source: source)

@@ -7,6 +7,9 @@ import Provisioner
 struct AdminTenantRoutes {
     let control: ControlAccess
     let provisioner: Provisioner
+    /// Tells this process's router that a tenant's status or keys changed, so it
+    /// acts on it now (other replicas notice within the key cache's lifetime).
+    let tenantChanged: @Sendable (TenantSlug) -> Void
 
     struct NewTenant: Decodable {
         let id: String
@@ -32,13 +35,18 @@ struct AdminTenantRoutes {
             return try await control.run { try await $0.requireTenant(slug) }
         }
         admin.post("tenants/:id/suspend") { _, context -> TenantRecord in
-            try await provisioner.suspend(try Self.slug(context), actor: .adminToken)
+            let slug = try Self.slug(context)
+            defer { tenantChanged(slug) }
+            return try await provisioner.suspend(slug, actor: .adminToken)
         }
         admin.post("tenants/:id/resume") { _, context -> TenantRecord in
-            try await provisioner.resume(try Self.slug(context), actor: .adminToken)
+            let slug = try Self.slug(context)
+            defer { tenantChanged(slug) }
+            return try await provisioner.resume(slug, actor: .adminToken)
         }
         admin.delete("tenants/:id") { _, context -> TenantRecord in
             let slug = try Self.slug(context)
+            defer { tenantChanged(slug) }
             return try await provisioner.delete(slug, confirmation: slug.rawValue, actor: .adminToken)
         }
         admin.post("tenants/:id/keys") { _, context -> EditedResponse<IssuedAPIKey> in
@@ -57,6 +65,7 @@ struct AdminTenantRoutes {
         admin.delete("tenants/:id/keys/:key") { _, context -> APIKeyRecord in
             let slug = try Self.slug(context)
             let keyID = try context.parameters.require("key")
+            defer { tenantChanged(slug) }
             return try await control.run { store in
                 try await store.audited(.adminToken, action: "tenant.key.revoke", resourceType: "api_key", resourceId: keyID) {
                     try await store.revokeAPIKey(id: keyID, tenant: slug)

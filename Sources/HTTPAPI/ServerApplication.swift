@@ -6,11 +6,14 @@ import Hummingbird
 import Logging
 import Migrations
 import PostgresNIO
+import Prometheus
 import Provisioner
 import ServiceLifecycle
+import TenantRouter
 
 /// The HTTP server and everything it runs: one `Application` whose services
-/// (the control pool first) start before it listens and stop after it drains.
+/// (the control pool, then the tenant pools) start before it listens and stop
+/// after it drains, in reverse order.
 public struct ServerApplication {
     public let settings: Settings
     public let host: String
@@ -25,6 +28,22 @@ public struct ServerApplication {
     }
 
     public func make() throws -> some ApplicationProtocol {
+        let (router, services) = try build()
+        return Application(
+            router: router,
+            configuration: .init(address: .hostname(host, port: port), serverName: "tenantplane"),
+            services: services,
+            logger: logger
+        )
+    }
+
+    /// Every route the server answers, as `METHOD /path/{param}`: what the
+    /// OpenAPI document must describe.
+    public func routes() throws -> [String] {
+        try build().router.routes.map { "\($0.method.rawValue) \($0.path)" }
+    }
+
+    private func build() throws -> (router: Router<APIRequestContext>, services: [any Service]) {
         let controlURL = try settings.requireControlURL()
         let adminToken = try settings.requireAdminToken()
         let masterKey = try settings.requireMasterKey()
@@ -37,22 +56,32 @@ public struct ServerApplication {
             pool: controlPool, controlURL: controlURL, secrets: SecretBox(masterKey: masterKey),
             wait: settings.poolWait, logger: logger)
 
+        let registry = PrometheusCollectorRegistry()
+        let pools = TenantPools(
+            limits: .init(budget: settings.connectionBudget, perTenant: settings.tenantPoolSize, wait: settings.poolWait),
+            metrics: RouterMetrics(registry: registry), logger: logger)
+        let resolver = TenantKeyResolver(
+            control: controlPool, secrets: SecretBox(masterKey: masterKey), wait: settings.poolWait, logger: logger)
+
         let router = Router(context: APIRequestContext.self)
         router.middlewares.add(RequestIDMiddleware())
+        router.middlewares.add(MetricsMiddleware(registry: registry))
         router.middlewares.add(ErrorMiddleware())
         HealthRoutes(control: control, controlSchemaVersion: migrations.latestVersion).register(on: router)
+        OperationsRoutes(registry: registry, openAPIDocument: try OpenAPIDocument.load()).register(on: router)
+        let tenantAPI = router.group("v1").add(
+            middleware: TenantAuthMiddleware(resolver: resolver, pools: pools, storageRoot: settings.storageRoot))
+        TenantRoutes().register(on: tenantAPI)
         let admin = router.group("admin").add(middleware: AdminAuthMiddleware(adminToken: adminToken))
         AdminLLMRoutes(control: control).register(on: admin)
         AdminServerRoutes(control: control).register(on: admin)
         let provisioner = try Provisioner(settings: settings, logger: logger, controlPool: controlPool)
-        AdminTenantRoutes(control: control, provisioner: provisioner).register(on: admin)
+        AdminTenantRoutes(control: control, provisioner: provisioner) { slug in
+            resolver.forget(tenantID: slug.rawValue)
+            pools.close(tenantID: slug.rawValue)
+        }.register(on: admin)
 
-        return Application(
-            router: router,
-            configuration: .init(address: .hostname(host, port: port), serverName: "tenantplane"),
-            services: [controlPool, ProvisioningReconciler(provisioner: provisioner, logger: logger)],
-            logger: logger
-        )
+        return (router, [controlPool, pools, ProvisioningReconciler(provisioner: provisioner, logger: logger)])
     }
 }
 

@@ -1,0 +1,199 @@
+import Foundation
+import PostgresNIO
+
+public enum RunStatus: String, Sendable, Codable, CaseIterable {
+    case pending, running, paused, completed, failed, cancelled
+}
+
+/// A run as the API shows it. Its input stays in the database; its steps'
+/// outputs stay in the artifact store.
+public struct RunRecord: Sendable, Equatable, Encodable {
+    public var id: UUID
+    public var status: RunStatus
+    public var currentStep: String?
+    public var steps: [String]
+    public var config: RunConfig
+    public var createdAt: String
+    public var updatedAt: String
+
+    enum CodingKeys: String, CodingKey {
+        case id, status, steps, config
+        case currentStep = "current_step"
+        case createdAt = "created_at"
+        case updatedAt = "updated_at"
+    }
+}
+
+public struct RunPage: Sendable, Encodable {
+    public var runs: [RunRecord]
+    public var nextCursor: String?
+
+    enum CodingKeys: String, CodingKey {
+        case runs
+        case nextCursor = "next_cursor"
+    }
+}
+
+/// A step of a run, with the reference to its stored output when it has one.
+public struct StepRecord: Sendable, Equatable, Encodable {
+    public var step: String
+    public var status: String
+    public var llmModel: String?
+    public var tokenUsage: JSONValue?
+    public var retryCount: Int
+    public var errorMessage: String?
+    public var startedAt: String?
+    public var completedAt: String?
+    public var outputPath: String?
+    public var outputDigest: String?
+    public var summary: String?
+    public var metrics: JSONValue?
+
+    enum CodingKeys: String, CodingKey {
+        case step, status, summary, metrics
+        case llmModel = "llm_model"
+        case tokenUsage = "token_usage"
+        case retryCount = "retry_count"
+        case errorMessage = "error_message"
+        case startedAt = "started_at"
+        case completedAt = "completed_at"
+        case outputPath = "output_path"
+        case outputDigest = "output_digest"
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        // Every field is present, null when unknown, so clients see one shape.
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(step, forKey: .step)
+        try container.encode(status, forKey: .status)
+        try container.encode(llmModel, forKey: .llmModel)
+        try container.encode(tokenUsage, forKey: .tokenUsage)
+        try container.encode(retryCount, forKey: .retryCount)
+        try container.encode(errorMessage, forKey: .errorMessage)
+        try container.encode(startedAt, forKey: .startedAt)
+        try container.encode(completedAt, forKey: .completedAt)
+        try container.encode(outputPath, forKey: .outputPath)
+        try container.encode(outputDigest, forKey: .outputDigest)
+        try container.encode(summary, forKey: .summary)
+        try container.encode(metrics, forKey: .metrics)
+    }
+}
+
+extension RunRecord {
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(id.uuidString.lowercased(), forKey: .id)
+        try container.encode(status, forKey: .status)
+        try container.encode(currentStep, forKey: .currentStep)
+        try container.encode(steps, forKey: .steps)
+        try container.encode(config, forKey: .config)
+        try container.encode(createdAt, forKey: .createdAt)
+        try container.encode(updatedAt, forKey: .updatedAt)
+    }
+}
+
+extension TenantStore {
+    static let runColumns =
+        "id, status, current_step, steps, config::text, \(utc("created_at")), \(utc("updated_at"))"
+
+    static func decodeRun(_ row: PostgresRow) throws -> RunRecord {
+        let (id, status, current, steps, config, created, updated) = try row.decode(
+            (UUID, String, String?, [String], String?, String, String).self)
+        let decoded = config.flatMap { try? JSONDecoder().decode(RunConfig.self, from: Data($0.utf8)) }
+        return RunRecord(
+            id: id, status: RunStatus(rawValue: status) ?? .failed, currentStep: current, steps: steps,
+            config: decoded ?? RunConfig(), createdAt: created, updatedAt: updated)
+    }
+
+    /// Stores a `pending` run and its audit row in one statement.
+    public func createRun(_ run: NewRun) async throws -> RunRecord {
+        let steps = run.steps.map(\.rawValue)
+        let input = try Self.json(run.input)
+        let config = try Self.json(run.config)
+        let details = try Self.json(["steps": steps.count])
+        let rows = try await connection.query(
+            """
+            WITH run AS (
+                INSERT INTO runs (status, steps, input, config)
+                VALUES ('pending', \(steps), \(input)::jsonb, \(config)::jsonb)
+                RETURNING \(unescaped: Self.runColumns)
+            ), audit AS (
+                INSERT INTO audit_logs (user_id, action, resource_type, resource_id, details)
+                SELECT \(actor), 'run.create', 'run', id::text, \(details)::jsonb FROM run
+            )
+            SELECT * FROM run
+            """,
+            logger: logger)
+        guard let row = try await rows.collect().first else { throw TenantDataError.invalid("the run was not stored") }
+        return try Self.decodeRun(row)
+    }
+
+    /// The run, or `runNotFound` for a malformed, missing or foreign id alike.
+    public func run(id: String) async throws -> RunRecord {
+        guard let uuid = UUID(uuidString: id) else { throw TenantDataError.runNotFound }
+        let rows = try await connection.query(
+            "SELECT \(unescaped: Self.runColumns) FROM runs WHERE id = \(uuid)", logger: logger)
+        guard let row = try await rows.collect().first else { throw TenantDataError.runNotFound }
+        return try Self.decodeRun(row)
+    }
+
+    /// Newest first, `limit` at a time; `cursor` is the previous page's `next_cursor`.
+    public func runs(status: String?, cursor: String?, limit: PageLimit) async throws -> RunPage {
+        if let status, RunStatus(rawValue: status) == nil {
+            throw TenantDataError.invalid(
+                "status must be one of \(RunStatus.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        let after = try cursor.map { token throws(TenantDataError) in try PageCursor(token) }
+        let rows = try await connection.query(
+            """
+            SELECT \(unescaped: Self.runColumns) FROM runs
+            WHERE (\(status)::text IS NULL OR status = \(status))
+              AND (\(after?.createdAt)::timestamptz IS NULL
+                   OR (created_at, id) < (\(after?.createdAt)::timestamptz, \(after?.id)::uuid))
+            ORDER BY created_at DESC, id DESC
+            LIMIT \(limit.value + 1)
+            """,
+            logger: logger)
+        var runs: [RunRecord] = []
+        for try await row in rows { runs.append(try Self.decodeRun(row)) }
+        var next: String?
+        if runs.count > limit.value {
+            runs.removeLast()
+            next = runs.last.map { PageCursor(createdAt: $0.createdAt, id: $0.id.uuidString.lowercased()).token }
+        }
+        return RunPage(runs: runs, nextCursor: next)
+    }
+
+    /// The run's steps in the run's order, each with its output reference.
+    public func steps(ofRun id: String) async throws -> [StepRecord] {
+        let run = try await run(id: id)
+        let rows = try await connection.query(
+            """
+            SELECT s.step, s.status, s.llm_model, s.token_usage::text, COALESCE(s.retry_count, 0), s.error_message,
+                   \(unescaped: Self.utcLocal("s.started_at")), \(unescaped: Self.utcLocal("s.completed_at")),
+                   o.file_path, o.digest, o.metadata->>'summary', (o.metadata->'metrics')::text
+            FROM steps s
+            LEFT JOIN LATERAL (
+                SELECT file_path, digest, metadata FROM artifacts
+                WHERE run_id = s.run_id AND step = s.step AND file_type = 'output'
+                ORDER BY id DESC LIMIT 1
+            ) o ON true
+            WHERE s.run_id = \(run.id)
+            ORDER BY array_position(\(run.steps), s.step), s.id
+            """,
+            logger: logger)
+        var steps: [StepRecord] = []
+        for try await row in rows {
+            let (step, status, model, usage, retries, error, started, completed, path, digest, summary, metrics) =
+                try row.decode(
+                    (String, String, String?, String?, Int, String?, String?, String?, String?, String?, String?, String?)
+                        .self)
+            steps.append(
+                StepRecord(
+                    step: step, status: status, llmModel: model, tokenUsage: Self.jsonValue(usage),
+                    retryCount: retries, errorMessage: error, startedAt: started, completedAt: completed,
+                    outputPath: path, outputDigest: digest, summary: summary, metrics: Self.jsonValue(metrics)))
+        }
+        return steps
+    }
+}

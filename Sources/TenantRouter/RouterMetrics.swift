@@ -1,0 +1,26 @@
+import Prometheus
+
+/// The router's own figures, registered in the server's Prometheus registry.
+public struct RouterMetrics: Sendable {
+    let openPools: Gauge
+    let reservedConnections: Gauge
+    let connectionsInUse: Gauge
+    let evictions: Counter
+    let budgetWaits: Counter
+
+    public init(registry: PrometheusCollectorRegistry) {
+        openPools = registry.makeGauge(
+            name: "tenantplane_tenant_pools_open", help: "Tenant database pools currently open")
+        reservedConnections = registry.makeGauge(
+            name: "tenantplane_tenant_connections_reserved",
+            help: "Connections the open and closing tenant pools may hold (never above the budget)")
+        connectionsInUse = registry.makeGauge(
+            name: "tenantplane_tenant_connections_in_use", help: "Tenant connections leased to a request right now")
+        evictions = registry.makeCounter(
+            name: "tenantplane_tenant_pool_evictions_total",
+            help: "Idle tenant pools closed to make room under the connection budget")
+        budgetWaits = registry.makeCounter(
+            name: "tenantplane_budget_waits_total",
+            help: "Requests that had to wait because the connection budget was full")
+    }
+}

@@ -1,0 +1,74 @@
+// TenantRouter: from a tenant API key to that tenant's own database pool. It owns
+// the key cache (key hash → tenant, refreshed from the control database) and the
+// tenant pools under the global connection budget. It never reads a request: the
+// HTTP layer hands it a bearer token and gets back a session for one tenant.
+import ControlPlane
+import Core
+import Foundation
+
+/// Who a tenant API key belongs to, and how to reach that tenant's database.
+/// The password is the tenant role's own, opened from its sealed copy.
+public struct TenantIdentity: Sendable, Equatable {
+    public let tenantID: String
+    public let keyID: String
+    public let status: TenantStatus
+    public let database: PostgresURL
+
+    public init(tenantID: String, keyID: String, status: TenantStatus, database: PostgresURL) {
+        self.tenantID = tenantID
+        self.keyID = keyID
+        self.status = status
+        self.database = database
+    }
+}
+
+/// Why a tenant request cannot be served. None of them names another tenant or
+/// echoes the key.
+public enum TenantAccessError: OperatorError, Equatable {
+    case unknownKey
+    case suspended
+    case notServing(TenantStatus)
+    case budgetExhausted
+    case databaseUnavailable
+    case controlUnavailable
+    case shuttingDown
+
+    public var httpStatus: Int {
+        switch self {
+        case .unknownKey: 401
+        case .suspended, .notServing: 403
+        case .budgetExhausted, .databaseUnavailable, .controlUnavailable, .shuttingDown: 503
+        }
+    }
+
+    public var code: String {
+        switch self {
+        case .unknownKey: "unauthorized"
+        case .suspended: "tenant_suspended"
+        case .notServing: "tenant_not_serving"
+        case .budgetExhausted: "connection_budget_exhausted"
+        case .databaseUnavailable: "tenant_database_unavailable"
+        case .controlUnavailable: "control_unavailable"
+        case .shuttingDown: "shutting_down"
+        }
+    }
+
+    public var message: String {
+        switch self {
+        case .unknownKey:
+            "missing, unknown or revoked API key (Authorization: Bearer <tenant API key>)"
+        case .suspended:
+            "this tenant is suspended"
+        case .notServing(let status):
+            "this tenant is \(status.rawValue) and does not serve requests"
+        case .budgetExhausted:
+            "every tenant connection is in use; retry shortly"
+        case .databaseUnavailable:
+            "this tenant's database is unavailable; retry shortly"
+        case .controlUnavailable:
+            "the control database did not answer in time; retry shortly"
+        case .shuttingDown:
+            "the server is shutting down"
+        }
+    }
+}

@@ -1,0 +1,319 @@
+import Core
+import Logging
+import PostgresNIO
+import Prometheus
+import ServiceLifecycle
+import Synchronization
+
+/// One `PostgresClient` per tenant database, connecting as that tenant's own
+/// role, all under one global connection budget.
+///
+/// The budget is kept by reservation: a pool may open up to `perTenant`
+/// connections, so opening one reserves that many, and a closed pool gives them
+/// back only once its connections are really gone. When the budget is full the
+/// least recently used idle pool is closed; when every pool is busy a request
+/// waits up to `wait` and then gets 503. One pool is retired ahead of need, so a
+/// new tenant's first connection does not wait for an old one to close.
+public final class TenantPools: Service, Sendable {
+    public struct Limits: Sendable {
+        public var budget: Int
+        public var perTenant: Int
+        public var wait: Duration
+        /// How long a tenant whose database did not answer is refused at once
+        /// before its next attempt.
+        public var downtimeBackoff: Duration
+
+        public init(budget: Int, perTenant: Int, wait: Duration, downtimeBackoff: Duration = .seconds(1)) {
+            self.budget = budget
+            self.perTenant = max(1, min(perTenant, budget))
+            self.wait = wait
+            self.downtimeBackoff = downtimeBackoff
+        }
+    }
+
+    /// What the router holds right now, for `/metrics` and tests.
+    public struct Usage: Sendable, Equatable {
+        public var openPools: Int
+        public var reservedConnections: Int
+        public var requestsInFlight: Int
+    }
+
+    private struct Pool {
+        let client: PostgresClient
+        let database: PostgresURL
+        let stop: AsyncStream<Never>.Continuation
+        var lastUse: UInt64
+        var inFlight: Int
+    }
+
+    private struct State {
+        var pools: [String: Pool] = [:]
+        var reserved = 0
+        var inFlight = 0
+        var tick: UInt64 = 0
+        var accepting = true
+        var refusedUntil: [String: ContinuousClock.Instant] = [:]
+    }
+
+    private struct Launch: Sendable {
+        let tenantID: String
+        let client: PostgresClient
+        let stopped: AsyncStream<Never>
+    }
+
+    private enum Checkout {
+        case ready(PostgresClient)
+        case full
+        case refused(TenantAccessError)
+    }
+
+    public let limits: Limits
+    private let state = Mutex(State())
+    private let launches: AsyncStream<Launch>
+    private let launcher: AsyncStream<Launch>.Continuation
+    private let metrics: RouterMetrics
+    private let logger: Logger
+
+    public init(limits: Limits, metrics: RouterMetrics, logger: Logger) {
+        self.limits = limits
+        self.metrics = metrics
+        self.logger = logger
+        (launches, launcher) = AsyncStream.makeStream(of: Launch.self)
+    }
+
+    /// Hosts every tenant pool until shutdown, then closes them all. Requests
+    /// arriving after that get 503.
+    public func run() async throws {
+        await withGracefulShutdownHandler {
+            await withDiscardingTaskGroup { group in
+                for await launch in launches {
+                    group.addTask { await self.host(launch) }
+                }
+                state.withLock { state in
+                    state.accepting = false
+                    for pool in state.pools.values { pool.stop.finish() }
+                    state.pools.removeAll()
+                }
+            }
+        } onGracefulShutdown: {
+            self.state.withLock { $0.accepting = false }
+            self.launcher.finish()
+        }
+    }
+
+    /// Runs `body` on a connection to `tenant`'s own database. A connection that
+    /// cannot be had within `wait` (budget full, database down) is a 503; a
+    /// query that is already running is never cut short by that wait.
+    public func withConnection<Result: Sendable>(
+        for tenant: TenantIdentity, _ body: @Sendable @escaping (PostgresConnection) async throws -> Result
+    ) async throws -> Result {
+        let deadline = ContinuousClock.now.advanced(by: limits.wait)
+        let client = try await checkoutWaiting(tenant, until: deadline)
+        defer { checkin(tenant.tenantID, client) }
+        do {
+            return try await lease(client, until: deadline, body)
+        } catch is LeaseTimeout {
+            // A pool that gave no connection in time has a database that is
+            // down or refusing us; a fresh pool will try again after the backoff.
+            markUnreachable(tenant.tenantID, client)
+            throw TenantAccessError.databaseUnavailable
+        } catch let error as PSQLError where error.meansConnectionLost {
+            markUnreachable(tenant.tenantID, client)
+            throw TenantAccessError.databaseUnavailable
+        }
+    }
+
+    /// Closes a tenant's pool now (its database moved, was suspended or deleted).
+    public func close(tenantID: String) {
+        state.withLock { state in retire(tenantID, &state) }
+    }
+
+    public var usage: Usage {
+        state.withLock { Usage(openPools: $0.pools.count, reservedConnections: $0.reserved, requestsInFlight: $0.inFlight) }
+    }
+
+    // MARK: - Leasing
+
+    private func lease<Result: Sendable>(
+        _ client: PostgresClient, until deadline: ContinuousClock.Instant,
+        _ body: @Sendable @escaping (PostgresConnection) async throws -> Result
+    ) async throws -> Result {
+        let leased = LeaseFlag()
+        let inUse = metrics.connectionsInUse
+        return try await withThrowingTaskGroup(of: LeaseOutcome<Result>.self) { group in
+            group.addTask {
+                .finished(
+                    try await client.withConnection { connection in
+                        leased.value.store(true, ordering: .relaxed)
+                        inUse.increment()
+                        defer { inUse.decrement() }
+                        return try await body(connection)
+                    })
+            }
+            group.addTask {
+                try? await Task.sleep(until: deadline, clock: .continuous)
+                return .timerFired
+            }
+            while let outcome = try await group.next() {
+                switch outcome {
+                case .finished(let result):
+                    group.cancelAll()
+                    return result
+                case .timerFired:
+                    if !leased.value.load(ordering: .relaxed) {
+                        group.cancelAll()
+                        throw LeaseTimeout()
+                    }
+                }
+            }
+            throw CancellationError()
+        }
+    }
+
+    private func checkoutWaiting(_ tenant: TenantIdentity, until deadline: ContinuousClock.Instant) async throws
+        -> PostgresClient
+    {
+        var waited = false
+        while true {
+            switch checkout(tenant) {
+            case .ready(let client):
+                return client
+            case .refused(let error):
+                throw error
+            case .full:
+                if !waited {
+                    waited = true
+                    metrics.budgetWaits.increment()
+                }
+                guard ContinuousClock.now < deadline else { throw TenantAccessError.budgetExhausted }
+                // Pools free their reservation when their connections close or
+                // their requests finish; a short poll is cheaper than a waiter
+                // queue for a state this rare.
+                try await Task.sleep(for: .milliseconds(1))
+            }
+        }
+    }
+
+    private func checkout(_ tenant: TenantIdentity) -> Checkout {
+        let id = tenant.tenantID
+        let now = ContinuousClock.now
+        return state.withLock { state -> Checkout in
+            guard state.accepting else { return .refused(.shuttingDown) }
+            if let until = state.refusedUntil[id] {
+                if until > now { return .refused(.databaseUnavailable) }
+                state.refusedUntil[id] = nil
+            }
+            state.tick += 1
+            if var pool = state.pools[id] {
+                if pool.database == tenant.database {
+                    pool.inFlight += 1
+                    pool.lastUse = state.tick
+                    state.pools[id] = pool
+                    state.inFlight += 1
+                    return .ready(pool.client)
+                }
+                retire(id, &state)
+            }
+            if state.reserved + limits.perTenant > limits.budget {
+                evictLeastRecentlyUsed(&state)
+                if state.reserved + limits.perTenant > limits.budget { return .full }
+            }
+            let client = makeClient(for: tenant.database)
+            let (stopped, stop) = AsyncStream.makeStream(of: Never.self)
+            state.pools[id] = Pool(client: client, database: tenant.database, stop: stop, lastUse: state.tick, inFlight: 1)
+            state.reserved += limits.perTenant
+            state.inFlight += 1
+            launcher.yield(Launch(tenantID: id, client: client, stopped: stopped))
+            if state.reserved + limits.perTenant > limits.budget { evictLeastRecentlyUsed(&state) }
+            publish(state)
+            return .ready(client)
+        }
+    }
+
+    private func checkin(_ tenantID: String, _ client: PostgresClient) {
+        state.withLock { state in
+            state.inFlight -= 1
+            if var pool = state.pools[tenantID], pool.client === client {
+                pool.inFlight -= 1
+                state.pools[tenantID] = pool
+            }
+        }
+    }
+
+    private func markUnreachable(_ tenantID: String, _ client: PostgresClient) {
+        let until = ContinuousClock.now.advanced(by: limits.downtimeBackoff)
+        state.withLock { state in
+            state.refusedUntil[tenantID] = until
+            if let pool = state.pools[tenantID], pool.client === client { retire(tenantID, &state) }
+        }
+        logger.warning("tenant database unreachable", metadata: ["tenant": "\(tenantID)"])
+    }
+
+    private func evictLeastRecentlyUsed(_ state: inout State) {
+        let idle = state.pools.filter { $0.value.inFlight == 0 }
+        guard let victim = idle.min(by: { $0.value.lastUse < $1.value.lastUse }) else { return }
+        retire(victim.key, &state)
+        metrics.evictions.increment()
+    }
+
+    /// Stops a pool. Its reservation stays until `host` sees it closed.
+    private func retire(_ tenantID: String, _ state: inout State) {
+        guard let pool = state.pools.removeValue(forKey: tenantID) else { return }
+        pool.stop.finish()
+        publish(state)
+    }
+
+    private func host(_ launch: Launch) async {
+        logger.debug("tenant pool opened", metadata: ["tenant": "\(launch.tenantID)"])
+        await withDiscardingTaskGroup { group in
+            group.addTask { await launch.client.run() }
+            for await _ in launch.stopped {}
+            group.cancelAll()
+        }
+        state.withLock { state in
+            state.reserved -= limits.perTenant
+            publish(state)
+        }
+        logger.debug("tenant pool closed", metadata: ["tenant": "\(launch.tenantID)"])
+    }
+
+    private func makeClient(for database: PostgresURL) -> PostgresClient {
+        var configuration = database.clientConfiguration()
+        configuration.options.minimumConnections = 0
+        configuration.options.maximumConnections = limits.perTenant
+        configuration.options.connectionIdleTimeout = .seconds(60)
+        return PostgresClient(configuration: configuration, backgroundLogger: logger)
+    }
+
+    private func publish(_ state: State) {
+        metrics.openPools.set(Int64(state.pools.count))
+        metrics.reservedConnections.set(Int64(state.reserved))
+    }
+}
+
+private enum LeaseOutcome<Result: Sendable>: Sendable {
+    case finished(Result)
+    case timerFired
+}
+
+private struct LeaseTimeout: Error {}
+
+/// Set once the pool has handed over a connection: from then on the wait is
+/// over and the query runs to its end.
+private final class LeaseFlag: Sendable {
+    let value = Atomic<Bool>(false)
+}
+
+extension PSQLError {
+    /// The connection broke (server gone, backend terminated), as opposed to
+    /// the statement failing.
+    var meansConnectionLost: Bool {
+        switch code {
+        case .serverClosedConnection, .connectionError, .clientClosedConnection, .uncleanShutdown, .poolClosed:
+            return true
+        default:
+            if let state = serverInfo?[.sqlState] { return state.hasPrefix("57P") || state == "08006" }
+            return false
+        }
+    }
+}

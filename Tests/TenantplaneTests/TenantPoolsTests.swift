@@ -1,0 +1,93 @@
+import ControlPlane
+import Core
+import Foundation
+import Logging
+import PostgresNIO
+import Prometheus
+import ServiceLifecycle
+import TenantRouter
+import Testing
+
+@Suite("Tenant pools under the global connection budget")
+struct TenantPoolsTests {
+    /// Provisions `count` tenants through the CLI and returns their identities.
+    func identities(_ fixture: ProvisioningFixture, count: Int) async throws -> [TenantIdentity] {
+        var result: [TenantIdentity] = []
+        for index in 0..<count {
+            let slug = ProvisioningFixture.slug("pool\(index)")
+            let created = try await fixture.cli.run("tenant", "create", slug, "--name", "Pool \(index)")
+            try #require(created.exitCode == 0, "\(created.stderr)")
+            result.append(
+                TenantIdentity(
+                    tenantID: slug, keyID: "key_test", status: .active, database: try await fixture.tenantURL(slug)))
+        }
+        return result
+    }
+
+    func withPools(
+        _ limits: TenantPools.Limits, _ body: @Sendable @escaping (TenantPools) async throws -> Void
+    ) async throws {
+        let pools = TenantPools(
+            limits: limits, metrics: RouterMetrics(registry: PrometheusCollectorRegistry()), logger: TestCluster.logger)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await pools.run() }
+            defer { group.cancelAll() }
+            try await body(pools)
+        }
+    }
+
+    @Test func manyTenantsAreServedInTurnWithoutExceedingTheBudget() async throws {
+        try await ProvisioningFixture.with { fixture in
+            let tenants = try await identities(fixture, count: 5)
+            let databases = try tenants.map { try TenantSlug($0.tenantID).databaseName }
+            try await withPools(.init(budget: 2, perTenant: 1, wait: .seconds(10))) { pools in
+                for round in 0..<3 {
+                    for tenant in tenants {
+                        let database = try await pools.withConnection(for: tenant) { connection in
+                            try await connection.query("SELECT current_database()::text, current_user::text", logger: TestCluster.logger)
+                                .collect().first!.decode((String, String).self)
+                        }
+                        // Each tenant's query ran in its own database as its own role.
+                        let expected = try TenantSlug(tenant.tenantID).databaseName
+                        #expect(database.0 == expected && database.1 == expected, "round \(round)")
+                        let open = try await TestCluster.query(
+                            fixture.controlURL,
+                            "SELECT count(*)::int FROM pg_stat_activity WHERE datname = ANY(\(databases))"
+                        ).first!.decode(Int.self)
+                        #expect(open <= 2)
+                        #expect(pools.usage.reservedConnections <= 2)
+                    }
+                }
+            }
+        }
+    }
+
+    @Test func whenEveryPoolIsBusyARequestGets503InsteadOfAnOverrun() async throws {
+        try await ProvisioningFixture.with { fixture in
+            let tenants = try await identities(fixture, count: 3)
+            try await withPools(.init(budget: 2, perTenant: 1, wait: .milliseconds(500))) { pools in
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    for tenant in tenants.prefix(2) {
+                        group.addTask {
+                            _ = try await pools.withConnection(for: tenant) { connection in
+                                try await connection.query("SELECT pg_sleep(3)", logger: TestCluster.logger).collect().count
+                            }
+                        }
+                    }
+                    try await Task.sleep(for: .milliseconds(800))
+                    let started = ContinuousClock.now
+                    await #expect(throws: TenantAccessError.budgetExhausted) {
+                        try await pools.withConnection(for: tenants[2]) { _ in () }
+                    }
+                    #expect(ContinuousClock.now - started < .seconds(2))
+                    try await group.waitForAll()
+                }
+                // Once the others are done, the third tenant gets its turn.
+                let value = try await pools.withConnection(for: tenants[2]) { connection in
+                    try await connection.query("SELECT 7", logger: TestCluster.logger).collect().first!.decode(Int.self)
+                }
+                #expect(value == 7)
+            }
+        }
+    }
+}
