@@ -13,8 +13,8 @@ public struct Settings: Sendable {
     public var controlMigrationsDirectory: String
     public var tenantMigrationsDirectory: String
     public var connectionBudget: Int
-    /// Connections one tenant's pool may hold (`TENANTPLANE_TENANT_POOL_SIZE`);
-    /// the budget divided by this is how many tenants stay pooled at once.
+    /// Connections a busy tenant's pool may hold (`TENANTPLANE_TENANT_POOL_SIZE`);
+    /// a tenant starts with one and grows to this when its requests queue.
     public var tenantPoolSize: Int
     public var controlPoolSize: Int
     public var poolWait: Duration
@@ -86,7 +86,7 @@ public struct Settings: Sendable {
             value("TENANTPLANE_TENANT_MIGRATIONS")
             ?? Self.bundledDirectory("tenant-migrations", workingDirectory: workingDirectory)
         connectionBudget = try integer("TENANTPLANE_CONNECTION_BUDGET", default: 80, range: 2...10_000)
-        tenantPoolSize = try integer("TENANTPLANE_TENANT_POOL_SIZE", default: 2, range: 1...100)
+        tenantPoolSize = try integer("TENANTPLANE_TENANT_POOL_SIZE", default: 4, range: 1...100)
         guard tenantPoolSize <= connectionBudget else {
             throw .invalid("TENANTPLANE_TENANT_POOL_SIZE", "must not exceed TENANTPLANE_CONNECTION_BUDGET")
         }

@@ -14,7 +14,7 @@ struct TenantRoutes {
             let body = try await request.body.collect(upTo: context.maxUploadSize)
             let run = try NewRun.parse(Data(body.readableBytesView))
             let record = try await context.requireTenant().withStore { try await $0.createRun(run) }
-            return try TenantJSON.response(record, status: .accepted)
+            return TenantJSON.response(json: record.json, status: .accepted)
         }
         group.get("runs") { request, context -> Response in
             let query = request.uri.queryParameters
@@ -24,12 +24,12 @@ struct TenantRoutes {
             let page = try await context.requireTenant().withStore {
                 try await $0.runs(status: status, cursor: cursor, limit: limit)
             }
-            return try TenantJSON.response(page)
+            return TenantJSON.response(json: page.json)
         }
         group.get("runs/{id}") { _, context -> Response in
             let id = context.parameters.get("id") ?? ""
             let run = try await context.requireTenant().withStore { try await $0.run(id: id) }
-            return try TenantJSON.response(run)
+            return TenantJSON.response(json: run.json)
         }
         group.get("runs/{id}/steps") { _, context -> Response in
             let id = context.parameters.get("id") ?? ""
@@ -85,5 +85,11 @@ enum TenantJSON {
         return Response(
             status: status, headers: [.contentType: "application/json; charset=utf-8"],
             body: .init(byteBuffer: ByteBuffer(bytes: data)))
+    }
+
+    static func response(json: String, status: HTTPResponse.Status = .ok) -> Response {
+        Response(
+            status: status, headers: [.contentType: "application/json; charset=utf-8"],
+            body: .init(byteBuffer: ByteBuffer(string: json)))
     }
 }

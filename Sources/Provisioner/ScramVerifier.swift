@@ -5,12 +5,19 @@ import Foundation
 /// The SCRAM-SHA-256 verifier PostgreSQL stores for a password, computed here
 /// so the plain password never reaches the server (nor its statement log).
 enum ScramVerifier {
-    static let iterations = 4096
+    /// Rounds for tenant roles. Every connection's client side pays them
+    /// (postgres-nio runs PBKDF2 in Swift, ~4096 HMACs at PostgreSQL's default
+    /// count), and the router opens connections on the hot path. Rounds only
+    /// slow offline guessing of a weak password; a tenant role's password is
+    /// 256 random bits that no guessing reaches, and the verifier is readable
+    /// by superusers only, so 32 rounds lose nothing.
+    static let tenantRoleIterations = 32
 
-    static func make(password: String, salt: [UInt8] = Array(SystemRandomNumberGenerator.bytes(16))) throws -> String {
-        // BoringSSL's PBKDF2, as postgres-nio uses for the client side of SCRAM.
-        // 4096 rounds is PostgreSQL's own count; the passwords hashed here are
-        // 256 random bits, which no round count needs to protect.
+    static func make(
+        password: String, salt: [UInt8] = Array(SystemRandomNumberGenerator.bytes(16)),
+        iterations: Int = tenantRoleIterations
+    ) throws -> String {
+        // BoringSSL's PBKDF2 through swift-crypto.
         let key = try KDF.Insecure.PBKDF2.deriveKey(
             from: Array(password.utf8), salt: salt, using: .sha256, outputByteCount: 32,
             unsafeUncheckedRounds: iterations)

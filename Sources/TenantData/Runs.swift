@@ -6,31 +6,64 @@ public enum RunStatus: String, Sendable, Codable, CaseIterable {
 }
 
 /// A run as the API shows it. Its input stays in the database; its steps'
-/// outputs stay in the artifact store.
-public struct RunRecord: Sendable, Equatable, Encodable {
+/// outputs stay in the artifact store. `configJSON` is the stored config as
+/// PostgreSQL wrote it, passed through rather than decoded and re-encoded.
+public struct RunRecord: Sendable, Equatable {
     public var id: UUID
     public var status: RunStatus
     public var currentStep: String?
     public var steps: [String]
-    public var config: RunConfig
+    public var configJSON: String
     public var createdAt: String
     public var updatedAt: String
 
-    enum CodingKeys: String, CodingKey {
-        case id, status, steps, config
-        case currentStep = "current_step"
-        case createdAt = "created_at"
-        case updatedAt = "updated_at"
+    public var config: RunConfig {
+        (try? JSONDecoder().decode(RunConfig.self, from: Data(configJSON.utf8))) ?? RunConfig()
+    }
+
+    public func write(to json: inout JSONText) {
+        json.raw("{")
+        json.key("config", first: true)
+        json.raw(configJSON)
+        json.key("created_at")
+        json.string(createdAt)
+        json.key("current_step")
+        json.optionalString(currentStep)
+        json.key("id")
+        json.string(id.uuidString.lowercased())
+        json.key("status")
+        json.string(status.rawValue)
+        json.key("steps")
+        json.strings(steps)
+        json.key("updated_at")
+        json.string(updatedAt)
+        json.raw("}")
+    }
+
+    public var json: String {
+        var json = JSONText()
+        write(to: &json)
+        return json.text
     }
 }
 
-public struct RunPage: Sendable, Encodable {
+public struct RunPage: Sendable {
     public var runs: [RunRecord]
     public var nextCursor: String?
 
-    enum CodingKeys: String, CodingKey {
-        case runs
-        case nextCursor = "next_cursor"
+    public var json: String {
+        var json = JSONText()
+        json.raw("{")
+        json.key("next_cursor", first: true)
+        json.optionalString(nextCursor)
+        json.key("runs")
+        json.raw("[")
+        for (index, run) in runs.enumerated() {
+            if index > 0 { json.raw(",") }
+            run.write(to: &json)
+        }
+        json.raw("]}")
+        return json.text
     }
 }
 
@@ -79,30 +112,36 @@ public struct StepRecord: Sendable, Equatable, Encodable {
     }
 }
 
-extension RunRecord {
-    public func encode(to encoder: any Encoder) throws {
-        var container = encoder.container(keyedBy: CodingKeys.self)
-        try container.encode(id.uuidString.lowercased(), forKey: .id)
-        try container.encode(status, forKey: .status)
-        try container.encode(currentStep, forKey: .currentStep)
-        try container.encode(steps, forKey: .steps)
-        try container.encode(config, forKey: .config)
-        try container.encode(createdAt, forKey: .createdAt)
-        try container.encode(updatedAt, forKey: .updatedAt)
-    }
-}
-
 extension TenantStore {
-    static let runColumns =
-        "id, status, current_step, steps, config::text, \(utc("created_at")), \(utc("updated_at"))"
+    static let runColumns = """
+        id, status, current_step, steps, COALESCE(config, '{"models":{},"pause_after":[]}')::text,
+        \(utc("created_at")), \(utc("updated_at"))
+        """
 
     static func decodeRun(_ row: PostgresRow) throws -> RunRecord {
         let (id, status, current, steps, config, created, updated) = try row.decode(
-            (UUID, String, String?, [String], String?, String, String).self)
-        let decoded = config.flatMap { try? JSONDecoder().decode(RunConfig.self, from: Data($0.utf8)) }
+            (UUID, String, String?, [String], String, String, String).self)
         return RunRecord(
             id: id, status: RunStatus(rawValue: status) ?? .failed, currentStep: current, steps: steps,
-            config: decoded ?? RunConfig(), createdAt: created, updatedAt: updated)
+            configJSON: config, createdAt: created, updatedAt: updated)
+    }
+
+    /// The hot read: prepared once per connection, then only bound and run.
+    struct RunByID: PostgresPreparedStatement {
+        static let name = "tenantplane_run_by_id"
+        static let sql = "SELECT \(runColumns) FROM runs WHERE id = $1"
+        typealias Row = RunRecord
+        let id: UUID
+
+        func makeBindings() throws -> PostgresBindings {
+            var bindings = PostgresBindings()
+            bindings.append(id)
+            return bindings
+        }
+
+        func decodeRow(_ row: PostgresRow) throws -> RunRecord {
+            try TenantStore.decodeRun(row)
+        }
     }
 
     /// Stores a `pending` run and its audit row in one statement.
@@ -131,10 +170,10 @@ extension TenantStore {
     /// The run, or `runNotFound` for a malformed, missing or foreign id alike.
     public func run(id: String) async throws -> RunRecord {
         guard let uuid = UUID(uuidString: id) else { throw TenantDataError.runNotFound }
-        let rows = try await connection.query(
-            "SELECT \(unescaped: Self.runColumns) FROM runs WHERE id = \(uuid)", logger: logger)
-        guard let row = try await rows.collect().first else { throw TenantDataError.runNotFound }
-        return try Self.decodeRun(row)
+        for try await run in try await connection.execute(RunByID(id: uuid), logger: logger) {
+            return run
+        }
+        throw TenantDataError.runNotFound
     }
 
     /// Newest first, `limit` at a time; `cursor` is the previous page's `next_cursor`.

@@ -7,6 +7,7 @@ public struct RouterMetrics: Sendable {
     let connectionsInUse: Gauge
     let evictions: Counter
     let budgetWaits: Counter
+    let poolGrowths: Counter
 
     public init(registry: PrometheusCollectorRegistry) {
         openPools = registry.makeGauge(
@@ -22,5 +23,8 @@ public struct RouterMetrics: Sendable {
         budgetWaits = registry.makeCounter(
             name: "tenantplane_budget_waits_total",
             help: "Requests that had to wait because the connection budget was full")
+        poolGrowths = registry.makeCounter(
+            name: "tenantplane_tenant_pool_growths_total",
+            help: "Tenant pools replaced by a larger one because requests queued behind a single connection")
     }
 }

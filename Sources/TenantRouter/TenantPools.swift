@@ -8,12 +8,15 @@ import Synchronization
 /// One `PostgresClient` per tenant database, connecting as that tenant's own
 /// role, all under one global connection budget.
 ///
-/// The budget is kept by reservation: a pool may open up to `perTenant`
-/// connections, so opening one reserves that many, and a closed pool gives them
-/// back only once its connections are really gone. When the budget is full the
-/// least recently used idle pool is closed; when every pool is busy a request
-/// waits up to `wait` and then gets 503. One pool is retired ahead of need, so a
-/// new tenant's first connection does not wait for an old one to close.
+/// The budget is kept by reservation: a pool of size n may open n connections,
+/// so opening it reserves n, and a closed pool gives them back only once its
+/// connections are really gone. A tenant's first pool has one connection, so
+/// the budget keeps as many tenants pooled as it can; a tenant whose requests
+/// queue behind that one gets a pool of `perTenant`, and the small one drains
+/// and closes. When the budget is full the least recently used idle pool is
+/// closed; when every pool is busy a request waits up to `wait`, then gets 503.
+/// One pool is retired ahead of need, so a new tenant's first connection does
+/// not wait for an old one to close.
 public final class TenantPools: Service, Sendable {
     public struct Limits: Sendable {
         public var budget: Int
@@ -41,6 +44,7 @@ public final class TenantPools: Service, Sendable {
     private struct Pool {
         let client: PostgresClient
         let database: PostgresURL
+        let size: Int
         let stop: AsyncStream<Never>.Continuation
         var lastUse: UInt64
         var inFlight: Int
@@ -48,6 +52,8 @@ public final class TenantPools: Service, Sendable {
 
     private struct State {
         var pools: [String: Pool] = [:]
+        /// Pools replaced by a larger one, closing once their last request is done.
+        var draining: [ObjectIdentifier: Pool] = [:]
         var reserved = 0
         var inFlight = 0
         var tick: UInt64 = 0
@@ -58,6 +64,7 @@ public final class TenantPools: Service, Sendable {
     private struct Launch: Sendable {
         let tenantID: String
         let client: PostgresClient
+        let size: Int
         let stopped: AsyncStream<Never>
     }
 
@@ -204,30 +211,53 @@ public final class TenantPools: Service, Sendable {
                 state.refusedUntil[id] = nil
             }
             state.tick += 1
+            var size = 1
             if var pool = state.pools[id] {
                 if pool.database == tenant.database {
-                    pool.inFlight += 1
-                    pool.lastUse = state.tick
-                    state.pools[id] = pool
-                    state.inFlight += 1
-                    return .ready(pool.client)
+                    let queues = pool.inFlight >= pool.size && pool.size < limits.perTenant
+                    if !queues || !makeRoom(for: limits.perTenant, &state) {
+                        pool.inFlight += 1
+                        pool.lastUse = state.tick
+                        state.pools[id] = pool
+                        state.inFlight += 1
+                        return .ready(pool.client)
+                    }
+                    // Busy enough to queue behind its connections: a larger
+                    // pool takes over and this one drains.
+                    state.pools[id] = nil
+                    if pool.inFlight == 0 {
+                        pool.stop.finish()
+                    } else {
+                        state.draining[ObjectIdentifier(pool.client)] = pool
+                    }
+                    size = limits.perTenant
+                    metrics.poolGrowths.increment()
+                } else {
+                    retire(id, &state)
                 }
-                retire(id, &state)
             }
-            if state.reserved + limits.perTenant > limits.budget {
-                evictLeastRecentlyUsed(&state)
-                if state.reserved + limits.perTenant > limits.budget { return .full }
-            }
-            let client = makeClient(for: tenant.database)
+            if size == 1, !makeRoom(for: 1, &state) { return .full }
+            let client = makeClient(for: tenant.database, size: size)
             let (stopped, stop) = AsyncStream.makeStream(of: Never.self)
-            state.pools[id] = Pool(client: client, database: tenant.database, stop: stop, lastUse: state.tick, inFlight: 1)
-            state.reserved += limits.perTenant
+            state.pools[id] = Pool(
+                client: client, database: tenant.database, size: size, stop: stop, lastUse: state.tick, inFlight: 1)
+            state.reserved += size
             state.inFlight += 1
-            launcher.yield(Launch(tenantID: id, client: client, stopped: stopped))
-            if state.reserved + limits.perTenant > limits.budget { evictLeastRecentlyUsed(&state) }
+            launcher.yield(Launch(tenantID: id, client: client, size: size, stopped: stopped))
+            if state.reserved >= limits.budget { evictLeastRecentlyUsed(&state) }
             publish(state)
             return .ready(client)
         }
+    }
+
+    /// Whether `connections` more fit in the budget, closing idle pools (least
+    /// recently used first) until they do. Reservations of closing pools count
+    /// until their connections are gone.
+    private func makeRoom(for connections: Int, _ state: inout State) -> Bool {
+        while state.reserved + connections > limits.budget {
+            guard evictLeastRecentlyUsed(&state) else { return false }
+        }
+        return true
     }
 
     private func checkin(_ tenantID: String, _ client: PostgresClient) {
@@ -236,6 +266,14 @@ public final class TenantPools: Service, Sendable {
             if var pool = state.pools[tenantID], pool.client === client {
                 pool.inFlight -= 1
                 state.pools[tenantID] = pool
+            } else if var pool = state.draining[ObjectIdentifier(client)] {
+                pool.inFlight -= 1
+                if pool.inFlight == 0 {
+                    state.draining[ObjectIdentifier(client)] = nil
+                    pool.stop.finish()
+                } else {
+                    state.draining[ObjectIdentifier(client)] = pool
+                }
             }
         }
     }
@@ -249,11 +287,16 @@ public final class TenantPools: Service, Sendable {
         logger.warning("tenant database unreachable", metadata: ["tenant": "\(tenantID)"])
     }
 
-    private func evictLeastRecentlyUsed(_ state: inout State) {
-        let idle = state.pools.filter { $0.value.inFlight == 0 }
-        guard let victim = idle.min(by: { $0.value.lastUse < $1.value.lastUse }) else { return }
-        retire(victim.key, &state)
+    @discardableResult
+    private func evictLeastRecentlyUsed(_ state: inout State) -> Bool {
+        var victim: (id: String, lastUse: UInt64)?
+        for (id, pool) in state.pools where pool.inFlight == 0 {
+            if victim == nil || pool.lastUse < victim!.lastUse { victim = (id, pool.lastUse) }
+        }
+        guard let victim else { return false }
+        retire(victim.id, &state)
         metrics.evictions.increment()
+        return true
     }
 
     /// Stops a pool. Its reservation stays until `host` sees it closed.
@@ -271,16 +314,16 @@ public final class TenantPools: Service, Sendable {
             group.cancelAll()
         }
         state.withLock { state in
-            state.reserved -= limits.perTenant
+            state.reserved -= launch.size
             publish(state)
         }
         logger.debug("tenant pool closed", metadata: ["tenant": "\(launch.tenantID)"])
     }
 
-    private func makeClient(for database: PostgresURL) -> PostgresClient {
+    private func makeClient(for database: PostgresURL, size: Int) -> PostgresClient {
         var configuration = database.clientConfiguration()
         configuration.options.minimumConnections = 0
-        configuration.options.maximumConnections = limits.perTenant
+        configuration.options.maximumConnections = size
         configuration.options.connectionIdleTimeout = .seconds(60)
         return PostgresClient(configuration: configuration, backgroundLogger: logger)
     }

@@ -65,21 +65,30 @@ struct TenantPoolsTests {
     @Test func whenEveryPoolIsBusyARequestGets503InsteadOfAnOverrun() async throws {
         try await ProvisioningFixture.with { fixture in
             let tenants = try await identities(fixture, count: 3)
-            try await withPools(.init(budget: 2, perTenant: 1, wait: .milliseconds(500))) { pools in
+            try await withPools(.init(budget: 2, perTenant: 1, wait: .seconds(2))) { pools in
+                let (leased, signal) = AsyncStream.makeStream(of: Void.self)
                 try await withThrowingTaskGroup(of: Void.self) { group in
                     for tenant in tenants.prefix(2) {
                         group.addTask {
                             _ = try await pools.withConnection(for: tenant) { connection in
-                                try await connection.query("SELECT pg_sleep(3)", logger: TestCluster.logger).collect().count
+                                signal.yield()
+                                return try await connection.query("SELECT pg_sleep(5)", logger: TestCluster.logger)
+                                    .collect().count
                             }
                         }
                     }
-                    try await Task.sleep(for: .milliseconds(800))
+                    var holders = 0
+                    for await _ in leased {
+                        holders += 1
+                        if holders == 2 { break }
+                    }
+                    // Both connections of the budget are held: the third tenant waits, then 503.
                     let started = ContinuousClock.now
                     await #expect(throws: TenantAccessError.budgetExhausted) {
                         try await pools.withConnection(for: tenants[2]) { _ in () }
                     }
-                    #expect(ContinuousClock.now - started < .seconds(2))
+                    #expect(ContinuousClock.now - started < .seconds(4))
+                    #expect(pools.usage.reservedConnections <= 2)
                     try await group.waitForAll()
                 }
                 // Once the others are done, the third tenant gets its turn.
@@ -87,6 +96,36 @@ struct TenantPoolsTests {
                     try await connection.query("SELECT 7", logger: TestCluster.logger).collect().first!.decode(Int.self)
                 }
                 #expect(value == 7)
+            }
+        }
+    }
+
+    @Test func aBusyTenantsPoolGrowsWithinTheBudget() async throws {
+        try await ProvisioningFixture.with { fixture in
+            let tenants = try await identities(fixture, count: 2)
+            let database = try TenantSlug(tenants[0].tenantID).databaseName
+            try await withPools(.init(budget: 5, perTenant: 3, wait: .seconds(10))) { pools in
+                _ = try await pools.withConnection(for: tenants[1]) { _ in () }
+                let started = ContinuousClock.now
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    for _ in 0..<3 {
+                        group.addTask {
+                            _ = try await pools.withConnection(for: tenants[0]) { connection in
+                                try await connection.query("SELECT pg_sleep(1)", logger: TestCluster.logger).collect().count
+                            }
+                        }
+                    }
+                    try await Task.sleep(for: .milliseconds(500))
+                    #expect(pools.usage.reservedConnections <= 5)
+                    try await group.waitForAll()
+                }
+                // One connection would have taken three seconds; at least two ran at once.
+                #expect(ContinuousClock.now - started < .milliseconds(2_800))
+                let open = try await TestCluster.query(
+                    fixture.controlURL, "SELECT count(*)::int FROM pg_stat_activity WHERE datname = \(database)"
+                ).first!.decode(Int.self)
+                #expect(open <= 3)
+                #expect(pools.usage.reservedConnections <= 5)
             }
         }
     }
