@@ -29,6 +29,7 @@ public enum TenantAccessError: OperatorError, Equatable {
     case suspended
     case notServing(TenantStatus)
     case budgetExhausted
+    case tenantBusy
     case databaseUnavailable
     case controlUnavailable
     case shuttingDown
@@ -37,7 +38,7 @@ public enum TenantAccessError: OperatorError, Equatable {
         switch self {
         case .unknownKey: 401
         case .suspended, .notServing: 403
-        case .budgetExhausted, .databaseUnavailable, .controlUnavailable, .shuttingDown: 503
+        case .budgetExhausted, .tenantBusy, .databaseUnavailable, .controlUnavailable, .shuttingDown: 503
         }
     }
 
@@ -47,6 +48,7 @@ public enum TenantAccessError: OperatorError, Equatable {
         case .suspended: "tenant_suspended"
         case .notServing: "tenant_not_serving"
         case .budgetExhausted: "connection_budget_exhausted"
+        case .tenantBusy: "tenant_busy"
         case .databaseUnavailable: "tenant_database_unavailable"
         case .controlUnavailable: "control_unavailable"
         case .shuttingDown: "shutting_down"
@@ -63,6 +65,8 @@ public enum TenantAccessError: OperatorError, Equatable {
             "this tenant is \(status.rawValue) and does not serve requests"
         case .budgetExhausted:
             "every tenant connection is in use; retry shortly"
+        case .tenantBusy:
+            "every connection of this tenant is in use; retry shortly"
         case .databaseUnavailable:
             "this tenant's database is unavailable; retry shortly"
         case .controlUnavailable:

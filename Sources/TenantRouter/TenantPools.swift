@@ -1,4 +1,5 @@
 import Core
+import Foundation
 import Logging
 import PostgresNIO
 import Prometheus
@@ -13,8 +14,8 @@ import Synchronization
 /// connections are really gone. A tenant's first pool has one connection, so
 /// the budget keeps as many tenants pooled as it can; a tenant whose requests
 /// queue behind that one gets a pool of `perTenant`, and the small one drains
-/// and closes. When the budget is full the least recently used idle pool is
-/// closed; when every pool is busy a request waits up to `wait`, then gets 503.
+/// and closes. When the budget is full the coldest idle pool (fewest recent
+/// uses) is closed; when every pool is busy a request waits up to `wait`, then gets 503.
 /// One pool is retired ahead of need, so a new tenant's first connection does
 /// not wait for an old one to close.
 public final class TenantPools: Service, Sendable {
@@ -48,7 +49,24 @@ public final class TenantPools: Service, Sendable {
         let stop: AsyncStream<Never>.Continuation
         var lastUse: UInt64
         var inFlight: Int
+        /// Uses, decaying by half every `Self.halfLife` requests to any tenant.
+        var heat: Double = 1
+
+        func heat(at tick: UInt64) -> Double {
+            heat * exp2(-Double(tick &- lastUse) / TenantPools.halfLife)
+        }
+
+        mutating func use(at tick: UInt64) {
+            heat = heat(at: tick) + 1
+            lastUse = tick
+        }
     }
+
+    /// A pool used once in the last few thousand requests is a better victim
+    /// than one used hundreds of times, even if the hot one was used a moment
+    /// earlier: with skewed traffic (a few hot tenants, a long tail) that keeps
+    /// more requests on open connections than least-recently-used alone.
+    static let halfLife = 4096.0
 
     private struct State {
         var pools: [String: Pool] = [:]
@@ -99,7 +117,9 @@ public final class TenantPools: Service, Sendable {
                 state.withLock { state in
                     state.accepting = false
                     for pool in state.pools.values { pool.stop.finish() }
+                    for pool in state.draining.values { pool.stop.finish() }
                     state.pools.removeAll()
+                    state.draining.removeAll()
                 }
             }
         } onGracefulShutdown: {
@@ -120,10 +140,14 @@ public final class TenantPools: Service, Sendable {
         do {
             return try await lease(client, until: deadline, body)
         } catch is LeaseTimeout {
-            // A pool that gave no connection in time has a database that is
-            // down or refusing us; a fresh pool will try again after the backoff.
-            markUnreachable(tenant.tenantID, client)
-            throw TenantAccessError.databaseUnavailable
+            // More requests than connections: the tenant is merely busy. Fewer,
+            // and still no connection: its database is down or refusing us, and
+            // a fresh pool will try again after the backoff.
+            guard isOversubscribed(tenant.tenantID, client) else {
+                markUnreachable(tenant.tenantID, client)
+                throw TenantAccessError.databaseUnavailable
+            }
+            throw TenantAccessError.tenantBusy
         } catch let error as PSQLError where error.meansConnectionLost {
             markUnreachable(tenant.tenantID, client)
             throw TenantAccessError.databaseUnavailable
@@ -217,7 +241,7 @@ public final class TenantPools: Service, Sendable {
                     let queues = pool.inFlight >= pool.size && pool.size < limits.perTenant
                     if !queues || !makeRoom(for: limits.perTenant, &state) {
                         pool.inFlight += 1
-                        pool.lastUse = state.tick
+                        pool.use(at: state.tick)
                         state.pools[id] = pool
                         state.inFlight += 1
                         return .ready(pool.client)
@@ -244,18 +268,18 @@ public final class TenantPools: Service, Sendable {
             state.reserved += size
             state.inFlight += 1
             launcher.yield(Launch(tenantID: id, client: client, size: size, stopped: stopped))
-            if state.reserved >= limits.budget { evictLeastRecentlyUsed(&state) }
+            if state.reserved >= limits.budget { evictColdest(&state) }
             publish(state)
             return .ready(client)
         }
     }
 
-    /// Whether `connections` more fit in the budget, closing idle pools (least
-    /// recently used first) until they do. Reservations of closing pools count
+    /// Whether `connections` more fit in the budget, closing idle pools (coldest
+    /// first) until they do. Reservations of closing pools count
     /// until their connections are gone.
     private func makeRoom(for connections: Int, _ state: inout State) -> Bool {
         while state.reserved + connections > limits.budget {
-            guard evictLeastRecentlyUsed(&state) else { return false }
+            guard evictColdest(&state) else { return false }
         }
         return true
     }
@@ -278,6 +302,15 @@ public final class TenantPools: Service, Sendable {
         }
     }
 
+    private func isOversubscribed(_ tenantID: String, _ client: PostgresClient) -> Bool {
+        state.withLock { state in
+            let pool = state.pools[tenantID].flatMap { $0.client === client ? $0 : nil }
+                ?? state.draining[ObjectIdentifier(client)]
+            guard let pool else { return false }
+            return pool.inFlight > pool.size
+        }
+    }
+
     private func markUnreachable(_ tenantID: String, _ client: PostgresClient) {
         let until = ContinuousClock.now.advanced(by: limits.downtimeBackoff)
         state.withLock { state in
@@ -288,10 +321,11 @@ public final class TenantPools: Service, Sendable {
     }
 
     @discardableResult
-    private func evictLeastRecentlyUsed(_ state: inout State) -> Bool {
-        var victim: (id: String, lastUse: UInt64)?
+    private func evictColdest(_ state: inout State) -> Bool {
+        var victim: (id: String, heat: Double)?
         for (id, pool) in state.pools where pool.inFlight == 0 {
-            if victim == nil || pool.lastUse < victim!.lastUse { victim = (id, pool.lastUse) }
+            let heat = pool.heat(at: state.tick)
+            if victim == nil || heat < victim!.heat { victim = (id, heat) }
         }
         guard let victim else { return false }
         retire(victim.id, &state)
@@ -325,7 +359,12 @@ public final class TenantPools: Service, Sendable {
         configuration.options.minimumConnections = 0
         configuration.options.maximumConnections = size
         configuration.options.connectionIdleTimeout = .seconds(60)
-        return PostgresClient(configuration: configuration, backgroundLogger: logger)
+        // The pool warns when a request arrives a moment before `run()` has
+        // started, which is how every new tenant pool begins; what matters
+        // (unreachable databases) this type logs itself.
+        var poolLogger = logger
+        poolLogger.logLevel = max(logger.logLevel, .error)
+        return PostgresClient(configuration: configuration, backgroundLogger: poolLogger)
     }
 
     private func publish(_ state: State) {
