@@ -14,7 +14,7 @@ public struct Tenantplane: AsyncParsableCommand {
             TENANTPLANE_CONTROL_MIGRATIONS, TENANTPLANE_TENANT_MIGRATIONS, TENANTPLANE_CONNECTION_BUDGET, \
             TENANTPLANE_POOL_WAIT, TENANTPLANE_MAX_UPLOAD_BYTES, TENANTPLANE_LOG_LEVEL.
             """,
-        subcommands: [Migrate.self, Server.self, Tenant.self, LLM.self, Serve.self]
+        subcommands: [Migrate.self, Server.self, Tenant.self, LLM.self, Serve.self, Worker.self, StoreArtifact.self]
     )
 
     public init() {}

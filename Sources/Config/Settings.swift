@@ -19,8 +19,27 @@ public struct Settings: Sendable {
     public var controlPoolSize: Int
     public var poolWait: Duration
     public var maxUploadBytes: Int
-    /// API keys of LLM providers, by provider id (`TENANTPLANE_<ID>_API_KEY`).
+    /// API keys of LLM providers from `TENANTPLANE_<ID>_API_KEY`, by the id as
+    /// written there (lower case, `_` for `-`); read them with `providerKey(for:)`.
     public var providerKeys: [String: String]
+
+    /// A provider's key: `TENANTPLANE_FAKE_PROVIDER_API_KEY` for `fake-provider`
+    /// (a variable name cannot hold `-`).
+    public func providerKey(for providerID: String) -> String? {
+        providerKeys[providerID.lowercased().replacingOccurrences(of: "-", with: "_")]
+    }
+    /// Runs executed at once by this process's worker (`TENANTPLANE_WORKERS`;
+    /// 0 leaves execution to `tenantplane worker` processes).
+    public var workers: Int
+    /// How long a claimed run stays a worker's without renewal (`TENANTPLANE_RUN_LEASE`):
+    /// a run left by a crashed process is taken over after it.
+    public var runLease: Duration
+    /// How often an idle worker looks for queued runs (`TENANTPLANE_WORKER_POLL`).
+    public var workerPoll: Duration
+    /// One provider call's time limit (`TENANTPLANE_PROVIDER_TIMEOUT`).
+    public var providerTimeout: Duration
+    /// Retries of a failed provider call: 429, 5xx, timeouts (`TENANTPLANE_PROVIDER_RETRIES`).
+    public var providerRetries: Int
     /// Test hook (`TENANTPLANE_FAULT_AFTER`): the provisioner kills its own
     /// process right after the named step, to prove every step resumable.
     public var faultAfterStep: String?
@@ -101,6 +120,16 @@ public struct Settings: Sendable {
             if !provider.isEmpty, !secret.isEmpty { keys[provider] = secret }
         }
         providerKeys = keys
+        workers = try integer("TENANTPLANE_WORKERS", default: 4, range: 0...256)
+        runLease = .milliseconds(try milliseconds(value("TENANTPLANE_RUN_LEASE"), key: "TENANTPLANE_RUN_LEASE") ?? 15_000)
+        workerPoll = .milliseconds(
+            try milliseconds(value("TENANTPLANE_WORKER_POLL"), key: "TENANTPLANE_WORKER_POLL") ?? 250)
+        providerTimeout = .milliseconds(
+            try milliseconds(value("TENANTPLANE_PROVIDER_TIMEOUT"), key: "TENANTPLANE_PROVIDER_TIMEOUT") ?? 60_000)
+        providerRetries = try integer("TENANTPLANE_PROVIDER_RETRIES", default: 3, range: 0...20)
+        guard runLease >= .seconds(1) else {
+            throw .invalid("TENANTPLANE_RUN_LEASE", "must be at least 1 s")
+        }
         faultAfterStep = value("TENANTPLANE_FAULT_AFTER")
         templateDatabase = value("TENANTPLANE_TEMPLATE_DATABASE")
         logLevel = value("TENANTPLANE_LOG_LEVEL")

@@ -1,13 +1,16 @@
+import ArtifactStore
 import Config
 import ControlPlane
 import Core
 import Foundation
 import Hummingbird
+import LLMProviders
 import Logging
 import Migrations
 import PostgresNIO
 import Prometheus
 import Provisioner
+import RunEngine
 import ServiceLifecycle
 import TenantRouter
 
@@ -28,7 +31,7 @@ public struct ServerApplication {
     }
 
     public func make() throws -> some ApplicationProtocol {
-        let (router, services) = try build()
+        let (router, services) = try build(withWorkers: true)
         return Application(
             router: router,
             configuration: .init(address: .hostname(host, port: port), serverName: "tenantplane"),
@@ -40,10 +43,13 @@ public struct ServerApplication {
     /// Every route the server answers, as `METHOD /path/{param}`: what the
     /// OpenAPI document must describe.
     public func routes() throws -> [String] {
-        try build().router.routes.map { "\($0.method.rawValue) \($0.path)" }
+        try build(withWorkers: false).router.routes.map { "\($0.method.rawValue) \($0.path)" }
     }
 
-    private func build() throws -> (router: Router<APIRequestContext>, services: [any Service]) {
+    /// The router and the services behind it. The run workers (and the
+    /// provider gateway's HTTP client, which must be shut down once made) only
+    /// when the application is going to run.
+    private func build(withWorkers: Bool) throws -> (router: Router<APIRequestContext>, services: [any Service]) {
         let controlURL = try settings.requireControlURL()
         let adminToken = try settings.requireAdminToken()
         let masterKey = try settings.requireMasterKey()
@@ -60,6 +66,7 @@ public struct ServerApplication {
         let pools = TenantPools(
             limits: .init(budget: settings.connectionBudget, perTenant: settings.tenantPoolSize, wait: settings.poolWait),
             metrics: RouterMetrics(registry: registry), logger: logger)
+        let artifactStore = ArtifactStore(root: settings.storageRoot, logger: logger)
         let resolver = TenantKeyResolver(
             control: controlPool, secrets: SecretBox(masterKey: masterKey), wait: settings.poolWait, logger: logger)
 
@@ -70,8 +77,9 @@ public struct ServerApplication {
         HealthRoutes(control: control, controlSchemaVersion: migrations.latestVersion).register(on: router)
         OperationsRoutes(registry: registry, openAPIDocument: try OpenAPIDocument.load()).register(on: router)
         let tenantAPI = router.group("v1").add(
-            middleware: TenantAuthMiddleware(resolver: resolver, pools: pools, storageRoot: settings.storageRoot))
-        TenantRoutes().register(on: tenantAPI)
+            middleware: TenantAuthMiddleware(
+                resolver: resolver, pools: pools, store: artifactStore, runQueue: RunQueueSignal(control: control)))
+        TenantRoutes(uploadLimit: settings.maxUploadBytes).register(on: tenantAPI)
         let admin = router.group("admin").add(middleware: AdminAuthMiddleware(adminToken: adminToken))
         AdminLLMRoutes(control: control).register(on: admin)
         AdminServerRoutes(control: control).register(on: admin)
@@ -81,7 +89,21 @@ public struct ServerApplication {
             pools.close(tenantID: slug.rawValue)
         }.register(on: admin)
 
-        return (router, [controlPool, pools, ProvisioningReconciler(provisioner: provisioner, logger: logger)])
+        // Stopped in reverse order: the HTTP server first, then the worker
+        // (which gives its leases back through the pools), then the pools.
+        var services: [any Service] = [controlPool, pools]
+        if withWorkers, settings.workers > 0 {
+            let gateway = LLMGateway(policy: RetryPolicy(maxRetries: settings.providerRetries), logger: logger)
+            let worker = RunWorker(
+                options: RunWorker.Options(settings: settings), controlPool: controlPool,
+                directory: TenantDirectory(
+                    control: controlPool, secrets: SecretBox(masterKey: masterKey), wait: settings.poolWait,
+                    logger: logger),
+                pools: pools, store: artifactStore, gateway: gateway, wait: settings.poolWait, logger: logger)
+            services += [GatewayService(gateway: gateway), worker]
+        }
+        services.append(ProvisioningReconciler(provisioner: provisioner, logger: logger))
+        return (router, services)
     }
 }
 

@@ -1,3 +1,4 @@
+import ArtifactStore
 import Hummingbird
 import Logging
 import TenantRouter
@@ -8,7 +9,8 @@ struct TenantAuthMiddleware: RouterMiddleware {
     typealias Context = APIRequestContext
     let resolver: TenantKeyResolver
     let pools: TenantPools
-    let storageRoot: String
+    let store: ArtifactStore
+    let runQueue: RunQueueSignal
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws
         -> Response
@@ -17,7 +19,8 @@ struct TenantAuthMiddleware: RouterMiddleware {
         let identity = try await resolver.resolve(key: key)
         var context = context
         context.logger[metadataKey: "tenant"] = "\(identity.tenantID)"
-        context.tenant = TenantSession(identity: identity, pools: pools, storage: storageRoot, logger: context.logger)
+        context.tenant = try TenantSession(
+            identity: identity, pools: pools, store: store, runQueue: runQueue, logger: context.logger)
         return try await next(request, context)
     }
 }

@@ -1,5 +1,6 @@
 import Foundation
 import HTTPTypes
+import ArtifactStore
 import Hummingbird
 import NIOCore
 import TenantData
@@ -9,12 +10,26 @@ import TenantData
 /// path, the query or the body. Tenant JSON is written with explicit snake_case
 /// keys (no key conversion), so keys inside `input` and `config` stay as sent.
 struct TenantRoutes {
+    /// `TENANTPLANE_MAX_UPLOAD_BYTES`: uploads stream to disk up to this size.
+    let uploadLimit: Int
+
     func register(on group: RouterGroup<APIRequestContext>) {
         group.post("runs") { request, context -> Response in
             let body = try await request.body.collect(upTo: context.maxUploadSize)
             let run = try NewRun.parse(Data(body.readableBytesView))
-            let record = try await context.requireTenant().withStore { try await $0.createRun(run) }
+            let tenant = try context.requireTenant()
+            try await tenant.queueRuns()
+            let record = try await tenant.withStore { try await $0.createRun(run) }
             return TenantJSON.response(json: record.json, status: .accepted)
+        }
+        for action in RunAction.allCases {
+            group.post("runs/{id}/\(action.rawValue)") { _, context -> Response in
+                let id = context.parameters.get("id") ?? ""
+                let tenant = try context.requireTenant()
+                if action.queuesWork { try await tenant.queueRuns() }
+                let run = try await tenant.withStore { try await $0.apply(action, toRun: id) }
+                return TenantJSON.response(json: run.json)
+            }
         }
         group.get("runs") { request, context -> Response in
             let query = request.uri.queryParameters
@@ -35,6 +50,48 @@ struct TenantRoutes {
             let id = context.parameters.get("id") ?? ""
             let steps = try await context.requireTenant().withStore { try await $0.steps(ofRun: id) }
             return try TenantJSON.response(["steps": steps])
+        }
+        group.get("runs/{id}/steps/{step}/output") { request, context -> Response in
+            let id = context.parameters.get("id") ?? ""
+            guard let step = StepName(context.parameters.get("step") ?? "") else { throw TenantDataError.outputNotFound }
+            let tenant = try context.requireTenant()
+            let reference = try await tenant.withStore { try await $0.output(ofRun: id, step: step) }
+            return try await StoredFileResponse.make(
+                tenant.artifacts, reference, contentType: "application/json; charset=utf-8", request: request)
+        }
+        group.get("runs/{id}/steps/{step}/artifacts") { _, context -> Response in
+            let id = context.parameters.get("id") ?? ""
+            guard let step = StepName(context.parameters.get("step") ?? "") else { throw TenantDataError.outputNotFound }
+            let uploads = try await context.requireTenant().withStore { try await $0.uploads(ofRun: id, step: step) }
+            return try TenantJSON.response(["artifacts": uploads])
+        }
+        group.get("runs/{id}/steps/{step}/artifacts/{name}") { request, context -> Response in
+            let id = context.parameters.get("id") ?? ""
+            guard let step = StepName(context.parameters.get("step") ?? "") else { throw TenantDataError.outputNotFound }
+            let tenant = try context.requireTenant()
+            guard let run = UUID(uuidString: id),
+                let path = try? tenant.artifacts.artifactPath(run: run, step: step.rawValue, name: context.parameters.get("name") ?? "")
+            else { throw TenantDataError.outputNotFound }
+            let reference = try await tenant.withStore { try await $0.upload(ofRun: id, step: step, path: path) }
+            return try await StoredFileResponse.make(
+                tenant.artifacts, reference, contentType: "application/octet-stream", request: request)
+        }
+        group.post("runs/{id}/steps/{step}/artifacts/{name}") { request, context -> Response in
+            let id = context.parameters.get("id") ?? ""
+            guard let step = StepName(context.parameters.get("step") ?? "") else {
+                throw TenantDataError.invalid("the step name in the path must match ^[a-z][a-z0-9_-]{0,62}$")
+            }
+            let name = context.parameters.get("name") ?? ""
+            let tenant = try context.requireTenant()
+            // The run must exist (and be this tenant's) before a byte is written.
+            let run = try await tenant.withStore { try await $0.run(id: id) }
+            let stored = try await tenant.artifacts.writeArtifact(
+                run: run.id, step: step.rawValue, name: name, from: request.body, limit: uploadLimit)
+            let upload = try await tenant.withStore {
+                try await $0.recordUpload(
+                    run: run.id, step: step, name: name, path: stored.path, digest: stored.digest, size: stored.size)
+            }
+            return try TenantJSON.response(upload, status: .created)
         }
         group.get("prompts") { _, context -> Response in
             let prompts = try await context.requireTenant().withStore { try await $0.activePrompts() }
@@ -70,6 +127,25 @@ struct TenantRoutes {
     struct PromptVersions: Encodable {
         let step: String
         let versions: [PromptRecord]
+    }
+}
+
+/// A stored file as a response: digest verified before the first byte is sent
+/// (409 otherwise), streamed in chunks, `ETag` = digest, 304 when the client
+/// already holds it.
+enum StoredFileResponse {
+    static func make(
+        _ artifacts: TenantArtifacts, _ reference: StepOutputReference, contentType: String, request: Request
+    ) async throws -> Response {
+        let etag = "\"\(reference.digest)\""
+        if request.headers[.ifNoneMatch] == etag {
+            return Response(status: .notModified, headers: [.eTag: etag])
+        }
+        let file = try await artifacts.openVerified(path: reference.path, digest: reference.digest)
+        return Response(
+            status: .ok,
+            headers: [.contentType: contentType, .eTag: etag, .contentLength: String(file.size)],
+            body: ResponseBody(asyncSequence: file.chunks()))
     }
 }
 

@@ -1,3 +1,5 @@
+import ArtifactStore
+import ControlPlane
 import Core
 import Logging
 import PostgresNIO
@@ -5,18 +7,23 @@ import TenantData
 import TenantRouter
 
 /// What a tenant request's handler gets: its own tenant's database (through the
-/// router) and its own storage directory. It holds no way to name another
-/// tenant: the identity came from the API key, not from the request.
+/// router), its own corner of the artifact store, and a way to wake the run
+/// engine for its own runs. It holds no way to name another tenant: the
+/// identity came from the API key, not from the request.
 struct TenantSession: Sendable {
     private let identity: TenantIdentity
     private let pools: TenantPools
-    let storageRoot: String
+    private let runQueue: RunQueueSignal
+    let artifacts: TenantArtifacts
     let logger: Logger
 
-    init(identity: TenantIdentity, pools: TenantPools, storage: String, logger: Logger) {
+    init(identity: TenantIdentity, pools: TenantPools, store: ArtifactStore, runQueue: RunQueueSignal, logger: Logger)
+        throws
+    {
         self.identity = identity
         self.pools = pools
-        self.storageRoot = storage + "/" + identity.tenantID
+        self.runQueue = runQueue
+        self.artifacts = try store.tenant(identity.tenantID)
         self.logger = logger
     }
 
@@ -28,6 +35,21 @@ struct TenantSession: Sendable {
         return try await pools.withConnection(for: identity) { connection in
             try await body(TenantStore(connection: connection, actor: actor, logger: logger))
         }
+    }
+
+    /// Tells workers this tenant has runs to execute. Called before the run
+    /// becomes pending, so a failure here leaves no run without a wake-up.
+    func queueRuns() async throws {
+        try await runQueue.signal(identity.tenantID)
+    }
+}
+
+/// Marks a tenant in the control database's run queue.
+struct RunQueueSignal: Sendable {
+    let control: ControlAccess
+
+    func signal(_ tenantID: String) async throws {
+        try await control.run { try await $0.enqueueRuns(of: tenantID) }
     }
 }
 

@@ -30,15 +30,31 @@ public struct AuditLogPage: Sendable, Encodable {
     }
 }
 
-/// What a tenant has used: runs by status and the tokens its steps spent.
+/// What a tenant has used: runs by status, and the tokens its steps spent, in
+/// all and per model per day (UTC).
 public struct UsageRecord: Sendable, Equatable, Encodable {
+    public struct Daily: Sendable, Equatable, Encodable {
+        public var day: String
+        public var model: String
+        public var steps: Int
+        public var inputTokens: Int
+        public var outputTokens: Int
+
+        enum CodingKeys: String, CodingKey {
+            case day, model, steps
+            case inputTokens = "input_tokens"
+            case outputTokens = "output_tokens"
+        }
+    }
+
     public var runs: [String: Int]
     public var steps: Int
     public var inputTokens: Int
     public var outputTokens: Int
+    public var daily: [Daily]
 
     enum CodingKeys: String, CodingKey {
-        case runs, steps
+        case runs, steps, daily
         case inputTokens = "input_tokens"
         case outputTokens = "output_tokens"
     }
@@ -80,17 +96,28 @@ extension TenantStore {
         var runs = Dictionary(uniqueKeysWithValues: RunStatus.allCases.map { ($0.rawValue, 0) })
         let counts = try await connection.query("SELECT status, count(*)::int FROM runs GROUP BY status", logger: logger)
         for try await (status, count) in counts.decode((String, Int).self) { runs[status] = count }
-        let totals = try await connection.query(
+        let tokens = """
+            COALESCE(sum(CASE WHEN jsonb_typeof(token_usage->'input_tokens') = 'number'
+                              THEN (token_usage->>'input_tokens')::numeric END), 0)::bigint,
+            COALESCE(sum(CASE WHEN jsonb_typeof(token_usage->'output_tokens') = 'number'
+                              THEN (token_usage->>'output_tokens')::numeric END), 0)::bigint
             """
-            SELECT count(*)::int,
-                   COALESCE(sum(CASE WHEN jsonb_typeof(token_usage->'input_tokens') = 'number'
-                                     THEN (token_usage->>'input_tokens')::numeric END), 0)::bigint,
-                   COALESCE(sum(CASE WHEN jsonb_typeof(token_usage->'output_tokens') = 'number'
-                                     THEN (token_usage->>'output_tokens')::numeric END), 0)::bigint
-            FROM steps
+        let totals = try await connection.query(
+            "SELECT count(*)::int, \(unescaped: tokens) FROM steps", logger: logger)
+        let (steps, input, output) = try await totals.collect().first?.decode((Int, Int, Int).self) ?? (0, 0, 0)
+        let days = try await connection.query(
+            """
+            SELECT to_char(date_trunc('day', COALESCE(completed_at, started_at) AT TIME ZONE current_setting('TimeZone')
+                                              AT TIME ZONE 'UTC'), 'YYYY-MM-DD'),
+                   llm_model, count(*)::int, \(unescaped: tokens)
+            FROM steps WHERE llm_model IS NOT NULL AND token_usage IS NOT NULL
+            GROUP BY 1, 2 ORDER BY 1 DESC, 2 LIMIT 1000
             """,
             logger: logger)
-        let (steps, input, output) = try await totals.collect().first?.decode((Int, Int, Int).self) ?? (0, 0, 0)
-        return UsageRecord(runs: runs, steps: steps, inputTokens: input, outputTokens: output)
+        var daily: [UsageRecord.Daily] = []
+        for try await (day, model, count, dayInput, dayOutput) in days.decode((String, String, Int, Int, Int).self) {
+            daily.append(.init(day: day, model: model, steps: count, inputTokens: dayInput, outputTokens: dayOutput))
+        }
+        return UsageRecord(runs: runs, steps: steps, inputTokens: input, outputTokens: output, daily: daily)
     }
 }

@@ -5,19 +5,23 @@ import Core
 public enum TenantDataError: OperatorError, Equatable {
     case runNotFound
     case promptNotFound
+    case outputNotFound
     case invalid(String)
+    case conflict(String)
 
     public var httpStatus: Int {
         switch self {
-        case .runNotFound, .promptNotFound: 404
+        case .runNotFound, .promptNotFound, .outputNotFound: 404
         case .invalid: 400
+        case .conflict: 409
         }
     }
 
     public var code: String {
         switch self {
-        case .runNotFound, .promptNotFound: "not_found"
+        case .runNotFound, .promptNotFound, .outputNotFound: "not_found"
         case .invalid: "invalid_request"
+        case .conflict: "conflict"
         }
     }
 
@@ -25,7 +29,8 @@ public enum TenantDataError: OperatorError, Equatable {
         switch self {
         case .runNotFound: "no such run"
         case .promptNotFound: "no prompt for that step"
-        case .invalid(let why): why
+        case .outputNotFound: "no stored output or artifact by that name for that step"
+        case .invalid(let why), .conflict(let why): why
         }
     }
 }

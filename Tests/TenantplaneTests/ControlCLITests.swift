@@ -133,6 +133,10 @@ struct ControlCLITests {
             let models = try await cli.run("llm", "model", "list", "--json")
             #expect(try #require(try models.jsonObject() as? [[String: Any]]).count == 4)
 
+            // `migrate control` points the catch-all step at the offline provider.
+            let seeded = try await cli.run("llm", "resolve", "outline", "--json")
+            #expect(try #require(try seeded.jsonObject() as? [String: Any])["provider_id"] as? String == "local")
+            _ = try await TestCluster.query(url, "DELETE FROM step_llm_defaults WHERE step = '*'")
             let none = try await cli.run("llm", "resolve", "outline")
             #expect(none.exitCode == 1)
             #expect(none.stderr.contains("step outline has no LLM default and there is no fallback"))

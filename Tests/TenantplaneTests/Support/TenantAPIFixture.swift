@@ -17,6 +17,8 @@ struct TenantAPIFixture {
     ) async throws {
         try await ProvisioningFixture.with { provisioning in
             var environment = [
+                // Runs stay pending unless a test asks for workers.
+                "TENANTPLANE_WORKERS": "0",
                 "TENANTPLANE_MASTER_KEY": provisioning.cli.environment["TENANTPLANE_MASTER_KEY"]!,
                 "TENANTPLANE_STORAGE": provisioning.storage.path,
                 "TENANTPLANE_TEMPLATE_DATABASE": provisioning.template,

@@ -1,0 +1,95 @@
+import ArgumentParser
+import ArtifactStore
+import Config
+import ControlPlane
+import Core
+import Foundation
+import LLMProviders
+import Logging
+import NIOCore
+import PostgresNIO
+import Prometheus
+import RunEngine
+import ServiceLifecycle
+import TenantRouter
+import UnixSignals
+
+extension Tenantplane {
+    struct Worker: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Execute queued runs without serving HTTP.",
+            discussion: """
+                Runs the same workers `serve` runs (TENANTPLANE_WORKERS of them), for a separate process or \
+                machine. Any number of workers and servers may share the control database: each run is claimed \
+                by one of them with a lease, and a run whose process died is taken over when its lease \
+                (TENANTPLANE_RUN_LEASE) ends. SIGTERM or SIGINT stop claiming, cancel the runs in hand and give \
+                their leases back so another process resumes them at once.
+                """
+        )
+
+        @Option(name: .long, help: "Runs to execute at once (default: TENANTPLANE_WORKERS).")
+        var concurrency: Int?
+
+        func run() async throws {
+            try await reportingFailures {
+                let context = try CommandContext(defaultLogLevel: .info)
+                let settings = context.settings
+                let controlURL = try settings.requireControlURL()
+                let secrets = SecretBox(masterKey: try settings.requireMasterKey())
+                var poolConfiguration = controlURL.clientConfiguration()
+                poolConfiguration.options.maximumConnections = settings.controlPoolSize
+                let controlPool = PostgresClient(configuration: poolConfiguration, backgroundLogger: context.logger)
+                let pools = TenantPools(
+                    limits: .init(budget: settings.connectionBudget, perTenant: settings.tenantPoolSize, wait: settings.poolWait),
+                    metrics: RouterMetrics(registry: PrometheusCollectorRegistry()), logger: context.logger)
+                let gateway = LLMGateway(policy: RetryPolicy(maxRetries: settings.providerRetries), logger: context.logger)
+                let worker = RunWorker(
+                    options: RunWorker.Options(settings: settings, concurrency: concurrency.map { max(1, $0) }),
+                    controlPool: controlPool,
+                    directory: TenantDirectory(
+                        control: controlPool, secrets: secrets, wait: settings.poolWait, logger: context.logger),
+                    pools: pools, store: ArtifactStore(root: settings.storageRoot, logger: context.logger),
+                    gateway: gateway, wait: settings.poolWait, logger: context.logger)
+                let group = ServiceGroup(
+                    configuration: .init(
+                        services: [
+                            .init(service: controlPool), .init(service: pools),
+                            .init(service: GatewayService(gateway: gateway)), .init(service: worker),
+                        ],
+                        gracefulShutdownSignals: [.sigterm, .sigint], logger: context.logger))
+                try await group.run()
+            }
+        }
+    }
+
+    /// Stores a file through the artifact store exactly as an upload is
+    /// stored; `ops/bench artifacts` times it. Hidden: an operator has no use.
+    struct StoreArtifact: AsyncParsableCommand {
+        struct Stored: Encodable {
+            let path: String
+            let digest: String
+            let size: Int
+        }
+
+        static let configuration = CommandConfiguration(
+            commandName: "store-artifact", abstract: "Store a file as an artifact (benchmark aid).",
+            shouldDisplay: false)
+
+        @Option(name: .long) var root: String
+        @Option(name: .long) var tenant: String
+        @Option(name: .long) var run: String
+        @Option(name: .long) var step: String
+        @Option(name: .long) var name: String
+        @Option(name: .long) var file: String
+
+        func run() async throws {
+            try await reportingFailures {
+                guard let runID = UUID(uuidString: run) else { throw ValidationError("--run must be a UUID") }
+                let artifacts = try ArtifactStore(root: root).tenant(tenant)
+                let stored = try await artifacts.writeArtifact(
+                    run: runID, step: step, name: name, from: try FileChunks(path: file), limit: Int.max)
+                try Output.json(Stored(path: stored.path, digest: stored.digest, size: stored.size))
+            }
+        }
+    }
+}

@@ -1,0 +1,210 @@
+import ArtifactStore
+import ControlPlane
+import Core
+import Foundation
+import LLMProviders
+import Logging
+import PostgresNIO
+import ServiceLifecycle
+import Synchronization
+import TenantData
+import TenantRouter
+
+/// Finds tenants with queued runs and executes their runs, at most
+/// `concurrency` at once. Several processes may run workers against the same
+/// databases: claims use `FOR UPDATE SKIP LOCKED` and leases, so each run has
+/// one worker at a time and a crashed worker's run is taken over when its lease
+/// ends. On graceful shutdown it stops claiming, cancels what it runs and gives
+/// the leases back at once, so another process resumes those runs right away.
+public final class RunWorker: Service, Sendable {
+    public struct Options: Sendable {
+        public var concurrency: Int
+        public var lease: Duration
+        public var poll: Duration
+        public var providerTimeout: Duration
+        public var providerRetries: Int
+        /// A provider's API key by provider id.
+        public var providerKey: @Sendable (String) -> String?
+
+        public init(
+            concurrency: Int, lease: Duration, poll: Duration, providerTimeout: Duration, providerRetries: Int,
+            providerKey: @escaping @Sendable (String) -> String?
+        ) {
+            self.concurrency = concurrency
+            self.lease = lease
+            self.poll = poll
+            self.providerTimeout = providerTimeout
+            self.providerRetries = providerRetries
+            self.providerKey = providerKey
+        }
+    }
+
+    private let options: Options
+    private let control: ControlConnection
+    private let directory: TenantDirectory
+    private let pools: TenantPools
+    private let store: ArtifactStore
+    private let gateway: LLMGateway
+    private let owner: String
+    private let logger: Logger
+    /// Tenants being worked on here, and tenants to leave alone until a time
+    /// (their unfinished runs are leased by another worker).
+    private let busy = Mutex<(working: Set<String>, resting: [String: ContinuousClock.Instant])>(([], [:]))
+
+    public init(
+        options: Options, controlPool: PostgresClient, directory: TenantDirectory, pools: TenantPools,
+        store: ArtifactStore, gateway: LLMGateway, wait: Duration, logger: Logger
+    ) {
+        self.options = options
+        self.control = ControlConnection(pool: controlPool, wait: wait, logger: logger)
+        self.directory = directory
+        self.pools = pools
+        self.store = store
+        self.gateway = gateway
+        self.owner = Self.makeOwnerName()
+        self.logger = logger
+    }
+
+    /// `host:pid:random`, so a lease names the process holding it.
+    static func makeOwnerName() -> String {
+        "\(ProcessInfo.processInfo.hostName.prefix(40)):\(ProcessInfo.processInfo.processIdentifier):\(UInt32.random(in: 0...UInt32.max))"
+    }
+
+    public func run() async throws {
+        guard options.concurrency > 0 else {
+            // Execution is left to other processes; stay up with the rest.
+            try? await gracefulShutdown()
+            return
+        }
+        await cancelWhenGracefulShutdown {
+            await withDiscardingTaskGroup { group in
+                for _ in 0..<self.options.concurrency {
+                    group.addTask { await self.lane() }
+                }
+            }
+        }
+        await releaseLeases()
+    }
+
+    /// One of `concurrency` loops: take a queued tenant nobody here works on,
+    /// execute its runs, repeat; sleep `poll` when there is none.
+    private func lane() async {
+        while !Task.isCancelled {
+            guard let entry = await nextTenant() else {
+                try? await Task.sleep(for: options.poll)
+                continue
+            }
+            await work(on: entry.tenantID, mark: entry.mark)
+            busy.withLock { _ = $0.working.remove(entry.tenantID) }
+        }
+    }
+
+    private func nextTenant() async -> (tenantID: String, mark: Int64)? {
+        let queued: [(tenantID: String, mark: Int64)]
+        do {
+            queued = try await control.run { try await $0.queuedTenants(limit: 64) }
+        } catch {
+            logger.warning("cannot read the run queue", metadata: ["error": "\(OperatorFailure(error).message)"])
+            return nil
+        }
+        let now = ContinuousClock.now
+        return busy.withLock { busy in
+            busy.resting = busy.resting.filter { $0.value > now }
+            guard let entry = queued.first(where: { !busy.working.contains($0.tenantID) && busy.resting[$0.tenantID] == nil })
+            else { return nil }
+            busy.working.insert(entry.tenantID)
+            return entry
+        }
+    }
+
+    /// Executes the tenant's claimable runs one after another, then takes the
+    /// tenant off the queue if nothing is left (unless it was queued again).
+    private func work(on tenantID: String, mark: Int64) async {
+        do {
+            let tenant = try await directory.identity(of: tenantID, actor: "worker")
+            let artifacts = try store.tenant(tenantID)
+            let executor = RunExecutor(
+                tenant: tenant, artifacts: artifacts, pools: pools, control: control, gateway: gateway,
+                providerKey: options.providerKey, providerTimeout: options.providerTimeout,
+                retriesPerCall: options.providerRetries, owner: owner, logger: logger)
+            let owner = self.owner
+            let lease = options.lease
+            while !Task.isCancelled {
+                guard let run = try await executor.store({ try await $0.claimRun(owner: owner, lease: lease) }) else {
+                    break
+                }
+                var runLogger = logger
+                runLogger[metadataKey: "tenant"] = "\(tenantID)"
+                runLogger[metadataKey: "run"] = "\(run.id)"
+                runLogger.debug("run claimed")
+                try await withLeaseRenewal(run.id, executor: executor) {
+                    try await executor.execute(run)
+                }
+            }
+            if Task.isCancelled { return }
+            if try await executor.store({ try await $0.hasUnfinishedRuns() }) {
+                // Runs leased elsewhere: look again once such a lease could have ended.
+                let until = ContinuousClock.now.advanced(by: options.lease)
+                busy.withLock { $0.resting[tenantID] = until }
+            } else {
+                try await control.run { try await $0.dequeueRuns(of: tenantID, mark: mark) }
+            }
+        } catch is CancellationError {
+            return
+        } catch let error as TenantAccessError where error == .suspended || error.code == "tenant_not_serving" {
+            // Suspended or gone: its runs wait in its database until it serves again.
+            try? await control.run { try await $0.dequeueRuns(of: tenantID, mark: mark) }
+        } catch {
+            if Task.isCancelled { return }
+            logger.warning(
+                "run work for a tenant failed; it stays queued",
+                metadata: ["tenant": "\(tenantID)", "error": "\(OperatorFailure(error).message)"])
+            let until = ContinuousClock.now.advanced(by: .seconds(1))
+            busy.withLock { $0.resting[tenantID] = until }
+        }
+    }
+
+    /// Runs `body` while renewing the run's lease every third of its length; if
+    /// the lease is lost (paused, cancelled, taken over) `body` is cancelled.
+    private func withLeaseRenewal(
+        _ run: UUID, executor: RunExecutor, _ body: @Sendable @escaping () async throws -> Void
+    ) async throws {
+        let owner = self.owner
+        let lease = options.lease
+        try await withThrowingTaskGroup(of: Bool.self) { group in
+            group.addTask {
+                try await body()
+                return true
+            }
+            group.addTask {
+                while true {
+                    try await Task.sleep(for: lease / 3)
+                    let held = try await executor.store { try await $0.renewLease(run: run, owner: owner, lease: lease) }
+                    if !held { return false }
+                }
+            }
+            // Whichever ends first ends both: the run finished, or the lease is
+            // gone and the run is someone else's now.
+            _ = try await group.next()
+            group.cancelAll()
+        }
+    }
+
+    /// Gives back every lease this process holds, tenant by tenant of those it touched.
+    private func releaseLeases() async {
+        let tenants: [String]
+        do {
+            tenants = try await control.run { try await $0.queuedTenants(limit: 10_000).map(\.tenantID) }
+        } catch {
+            return
+        }
+        let owner = self.owner
+        for tenantID in tenants {
+            guard let tenant = try? await directory.identity(of: tenantID, actor: "worker") else { continue }
+            _ = try? await pools.withConnection(for: tenant) { connection in
+                try await TenantStore(connection: connection, actor: "worker", logger: self.logger)
+                    .releaseLeases(owner: owner)
+            }
+        }
+    }
+}
