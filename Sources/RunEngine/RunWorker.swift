@@ -47,9 +47,18 @@ public final class RunWorker: Service, Sendable {
     private let gateway: LLMGateway
     private let owner: String
     private let logger: Logger
-    /// Tenants being worked on here, and tenants to leave alone until a time
-    /// (their unfinished runs are leased by another worker).
-    private let busy = Mutex<(working: Set<String>, resting: [String: ContinuousClock.Instant])>(([], [:]))
+    /// Lanes working on each tenant here, and tenants to leave alone until a
+    /// time unless queued again meanwhile (their unfinished runs are leased).
+    private let busy = Mutex<Lanes>(Lanes())
+
+    private struct Lanes {
+        var working: [String: Int] = [:]
+        var resting: [String: (until: ContinuousClock.Instant, mark: Int64)] = [:]
+    }
+
+    /// Lanes one tenant may take at once: its runs execute in parallel, yet a
+    /// busy tenant leaves lanes for the others.
+    private var lanesPerTenant: Int { max(1, options.concurrency / 2) }
 
     public init(
         options: Options, controlPool: PostgresClient, directory: TenantDirectory, pools: TenantPools,
@@ -95,7 +104,10 @@ public final class RunWorker: Service, Sendable {
                 continue
             }
             await work(on: entry.tenantID, mark: entry.mark)
-            busy.withLock { _ = $0.working.remove(entry.tenantID) }
+            busy.withLock { lanes in
+                lanes.working[entry.tenantID, default: 1] -= 1
+                if lanes.working[entry.tenantID] == 0 { lanes.working[entry.tenantID] = nil }
+            }
         }
     }
 
@@ -108,11 +120,17 @@ public final class RunWorker: Service, Sendable {
             return nil
         }
         let now = ContinuousClock.now
-        return busy.withLock { busy in
-            busy.resting = busy.resting.filter { $0.value > now }
-            guard let entry = queued.first(where: { !busy.working.contains($0.tenantID) && busy.resting[$0.tenantID] == nil })
+        let limit = lanesPerTenant
+        return busy.withLock { lanes in
+            lanes.resting = lanes.resting.filter { $0.value.until > now }
+            guard
+                let entry = queued.first(where: { entry in
+                    // A tenant queued again since it was set aside is taken at once.
+                    let resting = lanes.resting[entry.tenantID].map { $0.mark == entry.mark } ?? false
+                    return !resting && lanes.working[entry.tenantID, default: 0] < limit
+                })
             else { return nil }
-            busy.working.insert(entry.tenantID)
+            lanes.working[entry.tenantID, default: 0] += 1
             return entry
         }
     }
@@ -142,10 +160,13 @@ public final class RunWorker: Service, Sendable {
                 }
             }
             if Task.isCancelled { return }
-            if try await executor.store({ try await $0.hasUnfinishedRuns() }) {
-                // Runs leased elsewhere: look again once such a lease could have ended.
-                let until = ContinuousClock.now.advanced(by: options.lease)
-                busy.withLock { $0.resting[tenantID] = until }
+            let unfinished = try await executor.store { try await $0.unfinishedRuns() }
+            if unfinished.pending > 0 {
+                // Claimed by another lane or process a moment ago: look again soon.
+                rest(tenantID, mark: mark, for: options.poll)
+            } else if unfinished.running > 0 {
+                // Leased elsewhere: look again once such a lease could have ended.
+                rest(tenantID, mark: mark, for: options.lease)
             } else {
                 try await control.run { try await $0.dequeueRuns(of: tenantID, mark: mark) }
             }
@@ -159,9 +180,13 @@ public final class RunWorker: Service, Sendable {
             logger.warning(
                 "run work for a tenant failed; it stays queued",
                 metadata: ["tenant": "\(tenantID)", "error": "\(OperatorFailure(error).message)"])
-            let until = ContinuousClock.now.advanced(by: .seconds(1))
-            busy.withLock { $0.resting[tenantID] = until }
+            rest(tenantID, mark: mark, for: .seconds(1))
         }
+    }
+
+    private func rest(_ tenantID: String, mark: Int64, for duration: Duration) {
+        let until = ContinuousClock.now.advanced(by: duration)
+        busy.withLock { $0.resting[tenantID] = (until, mark) }
     }
 
     /// Runs `body` while renewing the run's lease every third of its length; if

@@ -74,11 +74,15 @@ extension TenantStore {
             config: (try? JSONDecoder().decode(RunConfig.self, from: Data(config.utf8))) ?? RunConfig())
     }
 
-    /// Whether any run still waits or runs (possibly under another worker's lease).
-    public func hasUnfinishedRuns() async throws -> Bool {
+    /// How many runs still wait, and how many run (under some worker's lease).
+    public func unfinishedRuns() async throws -> (pending: Int, running: Int) {
         let rows = try await connection.query(
-            "SELECT EXISTS (SELECT 1 FROM runs WHERE status IN ('pending', 'running'))", logger: logger)
-        return try await rows.collect().first?.decode(Bool.self) ?? false
+            """
+            SELECT count(*) FILTER (WHERE status = 'pending')::int, count(*) FILTER (WHERE status = 'running')::int
+            FROM runs WHERE status IN ('pending', 'running')
+            """,
+            logger: logger)
+        return try await rows.collect().first?.decode((Int, Int).self) ?? (0, 0)
     }
 
     /// The completed steps of a run and their outputs.

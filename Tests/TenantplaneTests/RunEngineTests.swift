@@ -15,7 +15,8 @@ struct RunEngineTests {
     /// Polls the run until it reaches one of `statuses` (or 20 s pass).
     func waitForRun(_ api: TenantAPIFixture, _ key: String, _ id: String, _ statuses: Set<String>) async throws -> [String: Any] {
         var run: [String: Any] = [:]
-        _ = try await api.eventually(within: .seconds(20)) {
+        // Generous: with the whole suite running on two cores a run can wait a while.
+        _ = try await api.eventually(within: .seconds(90)) {
             run = try await api.call(.get, "/v1/runs/\(id)", key: key).json
             return statuses.contains(run["status"] as? String ?? "")
         }
@@ -39,7 +40,7 @@ struct RunEngineTests {
             #expect(run["current_step"] as? String == "draft")
 
             let steps = try await steps(api, a.key, id)
-            #expect(steps.compactMap { $0["step"] as? String } == ["outline", "draft"])
+            try #require(steps.compactMap { $0["step"] as? String } == ["outline", "draft"])
             for step in steps {
                 #expect(step["status"] as? String == "completed")
                 #expect(step["llm_model"] as? String == "local-standard")
@@ -91,6 +92,7 @@ struct RunEngineTests {
             let failed = try await waitForRun(api, a.key, id, ["completed", "failed"])
             #expect(failed["status"] as? String == "failed")
             let before = try await steps(api, a.key, id)
+            try #require(before.count == 2)
             #expect(before[0]["status"] as? String == "completed")
             #expect(before[1]["status"] as? String == "failed")
             #expect((before[1]["error_message"] as? String)?.contains("no active prompt") == true)
@@ -101,6 +103,7 @@ struct RunEngineTests {
             let done = try await waitForRun(api, a.key, id, ["completed", "failed"])
             #expect(done["status"] as? String == "completed")
             let after = try await steps(api, a.key, id)
+            try #require(after.count == 2)
             #expect(after[0]["completed_at"] as? String == before[0]["completed_at"] as? String)
             #expect(after[0]["output_digest"] as? String == before[0]["output_digest"] as? String)
             let outputs = try await TestCluster.query(
@@ -319,10 +322,12 @@ struct RunEngineTests {
                 let before = try await TestCluster.query(
                     url, "SELECT step, completed_at::text FROM steps WHERE run_id = \(UUID(uuidString: id)!) AND status = 'completed'"
                 ).map { try $0.decode((String, String).self) }
-                #expect(try await api.call(.get, "/v1/runs/\(id)", key: a.key).json["status"] as? String == "running")
+                // Killed while holding the run (or, on a very loaded machine, before claiming it).
+                let status = try await api.call(.get, "/v1/runs/\(id)", key: a.key).json["status"] as? String
+                #expect(status == "running" || status == "pending")
 
                 // The next server takes the run over once the dead one's lease ends.
-                _ = try await server.runAndKill(["serve", "--port", port], after: .seconds(15))
+                _ = try await server.runAndKill(["serve", "--port", port], after: .seconds(25))
                 let run = try await api.call(.get, "/v1/runs/\(id)", key: a.key).json
                 #expect(run["status"] as? String == "completed")
                 let after = try await TestCluster.query(

@@ -70,7 +70,7 @@ final class FakeProvider: Sendable {
     }
 
     /// The endpoint the gateway should use for this fake.
-    func endpoint(_ baseURL: String, apiKey: String? = FakeProvider.apiKey, timeout: Duration = .seconds(5))
+    func endpoint(_ baseURL: String, apiKey: String? = FakeProvider.apiKey, timeout: Duration = .seconds(60))
         -> ProviderEndpoint
     {
         ProviderEndpoint(
