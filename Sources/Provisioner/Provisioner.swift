@@ -260,6 +260,8 @@ public struct Provisioner: Sendable {
                         if to != .active { try await admin.terminateConnections(to: names.database) }
                     }
                     try await store.setTenantStatus(slug, to)
+                    // Runs created before a suspension still wait: wake the workers.
+                    if to == .active { try await store.enqueueRuns(of: slug.rawValue) }
                     return try await store.requireTenant(slug)
                 }
             }

@@ -95,7 +95,7 @@ public final class RunWorker: Service, Sendable {
         await releaseLeases()
     }
 
-    /// One of `concurrency` loops: take a queued tenant nobody here works on,
+    /// One of `concurrency` loops: take a queued tenant with a lane to spare,
     /// execute its runs, repeat; sleep `poll` when there is none.
     private func lane() async {
         while !Task.isCancelled {
@@ -173,7 +173,8 @@ public final class RunWorker: Service, Sendable {
         } catch is CancellationError {
             return
         } catch let error as TenantAccessError where error == .suspended || error.code == "tenant_not_serving" {
-            // Suspended or gone: its runs wait in its database until it serves again.
+            // Suspended or gone: its runs wait in its database; `tenant resume`
+            // queues the tenant again.
             try? await control.run { try await $0.dequeueRuns(of: tenantID, mark: mark) }
         } catch {
             if Task.isCancelled { return }
