@@ -99,7 +99,17 @@ public final class RunWorker: Service, Sendable {
     /// execute its runs, repeat; sleep `poll` when there is none.
     private func lane() async {
         while !Task.isCancelled {
-            guard let entry = await nextTenant() else {
+            let entry: (tenantID: String, mark: Int64)?
+            do {
+                entry = try await nextTenant()
+            } catch {
+                // The control database is down or not migrated: say so, and
+                // ask again in a second rather than at every poll.
+                logger.warning("cannot read the run queue", metadata: ["error": "\(OperatorFailure(error).message)"])
+                try? await Task.sleep(for: max(options.poll, .seconds(1)))
+                continue
+            }
+            guard let entry else {
                 try? await Task.sleep(for: options.poll)
                 continue
             }
@@ -111,14 +121,8 @@ public final class RunWorker: Service, Sendable {
         }
     }
 
-    private func nextTenant() async -> (tenantID: String, mark: Int64)? {
-        let queued: [(tenantID: String, mark: Int64)]
-        do {
-            queued = try await control.run { try await $0.queuedTenants(limit: 64) }
-        } catch {
-            logger.warning("cannot read the run queue", metadata: ["error": "\(OperatorFailure(error).message)"])
-            return nil
-        }
+    private func nextTenant() async throws -> (tenantID: String, mark: Int64)? {
+        let queued = try await control.run { try await $0.queuedTenants(limit: 64) }
         let now = ContinuousClock.now
         let limit = lanesPerTenant
         return busy.withLock { lanes in
@@ -155,6 +159,7 @@ public final class RunWorker: Service, Sendable {
                 runLogger[metadataKey: "tenant"] = "\(tenantID)"
                 runLogger[metadataKey: "run"] = "\(run.id)"
                 runLogger.debug("run claimed")
+                defer { runLogger.debug("run released") }
                 try await withLeaseRenewal(run.id, executor: executor) {
                     try await executor.execute(run)
                 }

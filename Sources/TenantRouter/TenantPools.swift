@@ -182,8 +182,13 @@ public final class TenantPools: Service, Sendable {
                     })
             }
             group.addTask {
-                try? await Task.sleep(until: deadline, clock: .continuous)
-                return .timerFired
+                do {
+                    try await Task.sleep(until: deadline, clock: .continuous)
+                    return .timerFired
+                } catch {
+                    // Cancelled: the caller gave up, which says nothing about the database.
+                    return .cancelled
+                }
             }
             while let outcome = try await group.next() {
                 switch outcome {
@@ -194,6 +199,11 @@ public final class TenantPools: Service, Sendable {
                     if !leased.value.load(ordering: .relaxed) {
                         group.cancelAll()
                         throw LeaseTimeout()
+                    }
+                case .cancelled:
+                    if !leased.value.load(ordering: .relaxed) {
+                        group.cancelAll()
+                        throw CancellationError()
                     }
                 }
             }
@@ -376,6 +386,7 @@ public final class TenantPools: Service, Sendable {
 private enum LeaseOutcome<Result: Sendable>: Sendable {
     case finished(Result)
     case timerFired
+    case cancelled
 }
 
 private struct LeaseTimeout: Error {}
