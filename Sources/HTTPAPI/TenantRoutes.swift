@@ -18,16 +18,15 @@ struct TenantRoutes {
             let body = try await request.body.collect(upTo: context.maxUploadSize)
             let run = try NewRun.parse(Data(body.readableBytesView))
             let tenant = try context.requireTenant()
-            try await tenant.queueRuns()
-            let record = try await tenant.withStore { try await $0.createRun(run) }
+            let record = try await tenant.queueingRuns { try await tenant.withStore { try await $0.createRun(run) } }
             return TenantJSON.response(json: record.json, status: .accepted)
         }
         for action in RunAction.allCases {
             group.post("runs/{id}/\(action.rawValue)") { _, context -> Response in
                 let id = context.parameters.get("id") ?? ""
                 let tenant = try context.requireTenant()
-                if action.queuesWork { try await tenant.queueRuns() }
-                let run = try await tenant.withStore { try await $0.apply(action, toRun: id) }
+                let apply = { try await tenant.withStore { try await $0.apply(action, toRun: id) } }
+                let run = action.queuesWork ? try await tenant.queueingRuns(apply) : try await apply()
                 return TenantJSON.response(json: run.json)
             }
         }

@@ -37,10 +37,22 @@ struct TenantSession: Sendable {
         }
     }
 
-    /// Tells workers this tenant has runs to execute. Called before the run
-    /// becomes pending, so a failure here leaves no run without a wake-up.
-    func queueRuns() async throws {
+    /// Makes runs pending (`change`) with the tenant marked in the run queue
+    /// before and after. Before: an unreachable control database fails the
+    /// request before anything changes. After: a worker that read the first
+    /// mark and found nothing yet must not take the mark away from the new run
+    /// (it only removes a mark no newer than the one it read).
+    func queueingRuns<Result: Sendable>(_ change: () async throws -> Result) async throws -> Result {
         try await runQueue.signal(identity.tenantID)
+        let result = try await change()
+        do {
+            try await runQueue.signal(identity.tenantID)
+        } catch {
+            logger.error(
+                "could not mark the tenant in the run queue again; its new run waits for the next mark",
+                metadata: ["error": "\(OperatorFailure(error).message)"])
+        }
+        return result
     }
 }
 

@@ -17,10 +17,6 @@ public struct RunRecord: Sendable, Equatable {
     public var createdAt: String
     public var updatedAt: String
 
-    public var config: RunConfig {
-        (try? JSONDecoder().decode(RunConfig.self, from: Data(configJSON.utf8))) ?? RunConfig()
-    }
-
     public func write(to json: inout JSONText) {
         json.raw("{")
         json.key("config", first: true)
