@@ -4,7 +4,6 @@ import Config
 import ControlPlane
 import Core
 import Foundation
-import LLMProviders
 import Logging
 import NIOCore
 import PostgresNIO
@@ -42,20 +41,15 @@ extension Tenantplane {
                 let pools = TenantPools(
                     limits: .init(budget: settings.connectionBudget, perTenant: settings.tenantPoolSize, wait: settings.poolWait),
                     metrics: RouterMetrics(registry: PrometheusCollectorRegistry()), logger: context.logger)
-                let gateway = LLMGateway(policy: RetryPolicy(maxRetries: settings.providerRetries), logger: context.logger)
-                let worker = RunWorker(
+                let workers = RunWorker.services(
                     options: RunWorker.Options(settings: settings, concurrency: concurrency.map { max(1, $0) }),
-                    controlPool: controlPool,
-                    directory: TenantDirectory(
-                        control: controlPool, secrets: secrets, wait: settings.poolWait, logger: context.logger),
-                    pools: pools, store: ArtifactStore(root: settings.storageRoot, logger: context.logger),
-                    gateway: gateway, wait: settings.poolWait, logger: context.logger)
+                    settings: settings,
+                    control: ControlPool(client: controlPool, wait: settings.poolWait, logger: context.logger),
+                    secrets: secrets, pools: pools, store: ArtifactStore(root: settings.storageRoot, logger: context.logger),
+                    logger: context.logger)
                 let group = ServiceGroup(
                     configuration: .init(
-                        services: [
-                            .init(service: controlPool), .init(service: pools),
-                            .init(service: GatewayService(gateway: gateway)), .init(service: worker),
-                        ],
+                        services: ([controlPool, pools] + workers).map { .init(service: $0) },
                         gracefulShutdownSignals: [.sigterm, .sigint], logger: context.logger))
                 try await group.run()
             }

@@ -58,17 +58,16 @@ public struct ServerApplication {
         var poolConfiguration = controlURL.clientConfiguration()
         poolConfiguration.options.maximumConnections = settings.controlPoolSize
         let controlPool = PostgresClient(configuration: poolConfiguration, backgroundLogger: logger)
-        let control = ControlAccess(
-            pool: controlPool, controlURL: controlURL, secrets: SecretBox(masterKey: masterKey),
-            wait: settings.poolWait, logger: logger)
+        let controlAccess = ControlPool(client: controlPool, wait: settings.poolWait, logger: logger)
+        let secrets = SecretBox(masterKey: masterKey)
+        let control = ControlAccess(pool: controlAccess, controlURL: controlURL, secrets: secrets)
 
         let registry = PrometheusCollectorRegistry()
         let pools = TenantPools(
             limits: .init(budget: settings.connectionBudget, perTenant: settings.tenantPoolSize, wait: settings.poolWait),
             metrics: RouterMetrics(registry: registry), logger: logger)
         let artifactStore = ArtifactStore(root: settings.storageRoot, logger: logger)
-        let resolver = TenantKeyResolver(
-            control: controlPool, secrets: SecretBox(masterKey: masterKey), wait: settings.poolWait, logger: logger)
+        let resolver = TenantKeyResolver(control: controlAccess, secrets: secrets, logger: logger)
 
         let router = Router(context: APIRequestContext.self)
         router.middlewares.add(RequestIDMiddleware())
@@ -93,14 +92,9 @@ public struct ServerApplication {
         // (which gives its leases back through the pools), then the pools.
         var services: [any Service] = [controlPool, pools]
         if withWorkers, settings.workers > 0 {
-            let gateway = LLMGateway(policy: RetryPolicy(maxRetries: settings.providerRetries), logger: logger)
-            let worker = RunWorker(
-                options: RunWorker.Options(settings: settings), controlPool: controlPool,
-                directory: TenantDirectory(
-                    control: controlPool, secrets: SecretBox(masterKey: masterKey), wait: settings.poolWait,
-                    logger: logger),
-                pools: pools, store: artifactStore, gateway: gateway, wait: settings.poolWait, logger: logger)
-            services += [GatewayService(gateway: gateway), worker]
+            services += RunWorker.services(
+                options: RunWorker.Options(settings: settings), settings: settings, control: controlAccess,
+                secrets: secrets, pools: pools, store: artifactStore, logger: logger)
         }
         services.append(ProvisioningReconciler(provisioner: provisioner, logger: logger))
         return (router, services)
@@ -110,23 +104,15 @@ public struct ServerApplication {
 /// The control database as request handlers reach it: a pooled connection,
 /// waited for at most `wait` (then 503), never longer.
 struct ControlAccess: Sendable {
-    let pool: PostgresClient
+    let pool: ControlPool
     let controlURL: PostgresURL
     let secrets: SecretBox
-    let wait: Duration
-    let logger: Logger
 
     func run<Result: Sendable>(_ body: @escaping @Sendable (ControlStore) async throws -> Result) async throws -> Result {
-        let pool = self.pool
-        let logger = self.logger
         do {
-            return try await withTimeout(wait) {
-                try await pool.withConnection { connection in
-                    try await body(ControlStore(connection: connection, logger: logger))
-                }
-            }
-        } catch is TimeoutError {
-            throw APIError.unavailable("the control database did not answer in time")
+            return try await pool.run(body)
+        } catch let error as ControlUnavailable {
+            throw APIError.unavailable(error.message)
         }
     }
 }

@@ -1,6 +1,10 @@
+import ArtifactStore
 import Config
+import ControlPlane
 import LLMProviders
+import Logging
 import ServiceLifecycle
+import TenantRouter
 
 /// Keeps the provider gateway's HTTP client for the life of the process and
 /// shuts it down after the workers that use it have stopped.
@@ -14,6 +18,21 @@ public struct GatewayService: Service {
     public func run() async throws {
         try? await gracefulShutdown()
         try await gateway.shutdown()
+    }
+}
+
+extension RunWorker {
+    /// The workers of a process and the provider gateway they share, in the
+    /// order a service group should start them (and stop them in reverse).
+    public static func services(
+        options: Options, settings: Settings, control: ControlPool, secrets: SecretBox, pools: TenantPools,
+        store: ArtifactStore, logger: Logger
+    ) -> [any Service] {
+        let gateway = LLMGateway(policy: RetryPolicy(maxRetries: settings.providerRetries), logger: logger)
+        let worker = RunWorker(
+            options: options, control: control, directory: TenantDirectory(control: control, secrets: secrets),
+            pools: pools, store: store, gateway: gateway, logger: logger)
+        return [GatewayService(gateway: gateway), worker]
     }
 }
 

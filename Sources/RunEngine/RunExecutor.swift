@@ -15,7 +15,7 @@ struct RunExecutor: Sendable {
     let tenant: TenantIdentity
     let artifacts: TenantArtifacts
     let pools: TenantPools
-    let control: ControlConnection
+    let control: ControlPool
     let gateway: LLMGateway
     let providerKey: @Sendable (String) -> String?
     let providerTimeout: Duration

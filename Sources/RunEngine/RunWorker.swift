@@ -40,7 +40,7 @@ public final class RunWorker: Service, Sendable {
     }
 
     private let options: Options
-    private let control: ControlConnection
+    private let control: ControlPool
     private let directory: TenantDirectory
     private let pools: TenantPools
     private let store: ArtifactStore
@@ -61,11 +61,11 @@ public final class RunWorker: Service, Sendable {
     private var lanesPerTenant: Int { max(1, options.concurrency / 2) }
 
     public init(
-        options: Options, controlPool: PostgresClient, directory: TenantDirectory, pools: TenantPools,
-        store: ArtifactStore, gateway: LLMGateway, wait: Duration, logger: Logger
+        options: Options, control: ControlPool, directory: TenantDirectory, pools: TenantPools,
+        store: ArtifactStore, gateway: LLMGateway, logger: Logger
     ) {
         self.options = options
-        self.control = ControlConnection(pool: controlPool, wait: wait, logger: logger)
+        self.control = control
         self.directory = directory
         self.pools = pools
         self.store = store

@@ -17,22 +17,20 @@ public final class TenantKeyResolver: Sendable {
         let expires: ContinuousClock.Instant
     }
 
-    private let control: PostgresClient
+    private let control: ControlPool
     private let secrets: SecretBox
     private let ttl: Duration
-    private let wait: Duration
     private let logger: Logger
     private let cache = Mutex<[Data: Cached]>([:])
     private let capacity: Int
 
     public init(
-        control: PostgresClient, secrets: SecretBox, ttl: Duration = .seconds(1), wait: Duration,
-        capacity: Int = 50_000, logger: Logger
+        control: ControlPool, secrets: SecretBox, ttl: Duration = .seconds(1), capacity: Int = 50_000,
+        logger: Logger
     ) {
         self.control = control
         self.secrets = secrets
         self.ttl = ttl
-        self.wait = wait
         self.capacity = capacity
         self.logger = logger
     }
@@ -62,15 +60,9 @@ public final class TenantKeyResolver: Sendable {
     }
 
     private func lookUp(_ digest: Data) async throws -> (String?, Result<TenantIdentity, TenantAccessError>) {
-        let control = self.control
-        let logger = self.logger
         let holder: APIKeyHolder?
         do {
-            holder = try await withTimeout(wait) {
-                try await control.withConnection { connection in
-                    try await ControlStore(connection: connection, logger: logger).apiKeyHolder(digest: digest)
-                }
-            }
+            holder = try await control.run { try await $0.apiKeyHolder(digest: digest) }
         } catch {
             logger.warning("tenant key lookup failed", metadata: ["error": "\(String(reflecting: error))"])
             throw TenantAccessError.controlUnavailable
