@@ -153,6 +153,21 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .target(
+            name: "Backup",
+            dependencies: [
+                "Core",
+                "Config",
+                "Migrations",
+                "ControlPlane",
+                "Provisioner",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .target(
             name: "HTTPAPI",
             dependencies: [
                 "Core",
@@ -164,6 +179,7 @@ let package = Package(
                 "ArtifactStore",
                 "LLMProviders",
                 "RunEngine",
+                "Backup",
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "PostgresNIO", package: "postgres-nio"),
@@ -188,6 +204,7 @@ let package = Package(
                 "ArtifactStore",
                 "LLMProviders",
                 "TenantRouter",
+                "Backup",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -221,6 +238,7 @@ let package = Package(
                 "ArtifactStore",
                 "LLMProviders",
                 "RunEngine",
+                "Backup",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

@@ -8,8 +8,11 @@ import Provisioner
 extension Tenantplane {
     struct Tenant: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Create, inspect, suspend, resume and delete tenants; manage their API keys.",
-            subcommands: [Create.self, List.self, Show.self, Suspend.self, Resume.self, Delete.self, Key.self]
+            abstract: "Create, inspect, suspend, resume, delete, export, import and move tenants; manage their API keys.",
+            subcommands: [
+                Create.self, List.self, Show.self, Suspend.self, Resume.self, Delete.self, Key.self, Export.self,
+                Import.self, Move.self,
+            ]
         )
     }
 }

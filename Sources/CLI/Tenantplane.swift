@@ -12,9 +12,14 @@ public struct Tenantplane: AsyncParsableCommand {
             TENANTPLANE_CONFIG_FILE, default .tenantplane/env): TENANTPLANE_CONTROL_URL, \
             TENANTPLANE_MASTER_KEY or TENANTPLANE_MASTER_KEY_FILE, TENANTPLANE_ADMIN_TOKEN, TENANTPLANE_STORAGE, \
             TENANTPLANE_CONTROL_MIGRATIONS, TENANTPLANE_TENANT_MIGRATIONS, TENANTPLANE_CONNECTION_BUDGET, \
-            TENANTPLANE_TENANT_POOL_SIZE, TENANTPLANE_POOL_WAIT, TENANTPLANE_MAX_UPLOAD_BYTES,             TENANTPLANE_WORKERS, TENANTPLANE_RUN_LEASE, TENANTPLANE_WORKER_POLL, TENANTPLANE_PROVIDER_TIMEOUT,             TENANTPLANE_PROVIDER_RETRIES, TENANTPLANE_<PROVIDER_ID>_API_KEY, TENANTPLANE_LOG_LEVEL.             README.md lists them with their defaults.
+            TENANTPLANE_TENANT_POOL_SIZE, TENANTPLANE_POOL_WAIT, TENANTPLANE_MAX_UPLOAD_BYTES, \
+            TENANTPLANE_WORKERS, TENANTPLANE_RUN_LEASE, TENANTPLANE_WORKER_POLL, TENANTPLANE_PROVIDER_TIMEOUT, \
+            TENANTPLANE_PROVIDER_RETRIES, TENANTPLANE_<PROVIDER_ID>_API_KEY, TENANTPLANE_PG_BINDIR, \
+            TENANTPLANE_LOG_LEVEL. README.md lists them with their defaults.
             """,
-        subcommands: [Migrate.self, Server.self, Tenant.self, LLM.self, Serve.self, Worker.self, StoreArtifact.self]
+        subcommands: [
+            Migrate.self, Server.self, Tenant.self, Backup.self, LLM.self, Serve.self, Worker.self, StoreArtifact.self,
+        ]
     )
 
     public init() {}

@@ -43,6 +43,12 @@ public struct Settings: Sendable {
     /// Test hook (`TENANTPLANE_FAULT_AFTER`): the provisioner kills its own
     /// process right after the named step, to prove every step resumable.
     public var faultAfterStep: String?
+    /// Test hook (`TENANTPLANE_FAULT_AFTER_MOVE`): `tenant move` kills its own
+    /// process right after the named phase, to prove a move resumable.
+    public var faultAfterMovePhase: String?
+    /// Where the real `pg_dump` and `pg_restore` live (`TENANTPLANE_PG_BINDIR`);
+    /// by default `pg_config --bindir`, then the newest `/usr/lib/postgresql/*/bin`.
+    public var postgresBinDirectory: String?
     /// The template database tenants are copied from (`TENANTPLANE_TEMPLATE_DATABASE`,
     /// default `tenantplane_template`): another name lets two control planes share
     /// one PostgreSQL server without refreshing each other's template.
@@ -131,6 +137,8 @@ public struct Settings: Sendable {
             throw .invalid("TENANTPLANE_RUN_LEASE", "must be at least 1 s")
         }
         faultAfterStep = value("TENANTPLANE_FAULT_AFTER")
+        faultAfterMovePhase = value("TENANTPLANE_FAULT_AFTER_MOVE")
+        postgresBinDirectory = value("TENANTPLANE_PG_BINDIR")
         templateDatabase = value("TENANTPLANE_TEMPLATE_DATABASE")
         logLevel = value("TENANTPLANE_LOG_LEVEL")
         operatorName = value("USER")

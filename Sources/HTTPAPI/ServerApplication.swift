@@ -1,4 +1,5 @@
 import ArtifactStore
+import Backup
 import Config
 import ControlPlane
 import Core
@@ -83,10 +84,14 @@ public struct ServerApplication {
         AdminLLMRoutes(control: control).register(on: admin)
         AdminServerRoutes(control: control).register(on: admin)
         let provisioner = try Provisioner(settings: settings, logger: logger, controlPool: controlPool)
-        AdminTenantRoutes(control: control, provisioner: provisioner) { slug in
+        let tenantChanged: @Sendable (TenantSlug) -> Void = { slug in
             resolver.forget(tenantID: slug.rawValue)
             pools.close(tenantID: slug.rawValue)
-        }.register(on: admin)
+        }
+        AdminTenantRoutes(control: control, provisioner: provisioner, tenantChanged: tenantChanged).register(on: admin)
+        let backup = try BackupContext(settings: settings, logger: logger, controlPool: controlPool)
+        let jobs = AdminJobRunner(control: control, logger: logger)
+        AdminBackupRoutes(control: control, context: backup, runner: jobs, tenantChanged: tenantChanged).register(on: admin)
 
         // Stopped in reverse order: the HTTP server first, then the worker
         // (which gives its leases back through the pools), then the pools.
@@ -97,6 +102,11 @@ public struct ServerApplication {
                 secrets: secrets, pools: pools, store: artifactStore, logger: logger)
         }
         services.append(ProvisioningReconciler(provisioner: provisioner, logger: logger))
+        services.append(jobs)
+        services.append(
+            BackupReconciler(
+                mover: TenantMover(context: backup), importer: TenantImporter(context: backup), control: control,
+                logger: logger))
         return (router, services)
     }
 }

@@ -83,7 +83,11 @@ struct TenantRoutes {
             let name = context.parameters.get("name") ?? ""
             let tenant = try context.requireTenant()
             // The run must exist (and be this tenant's) before a byte is written.
-            let run = try await tenant.withStore { try await $0.run(id: id) }
+            let run = try await tenant.withStore { store in
+                let run = try await store.run(id: id)
+                try await store.requireWritable()
+                return run
+            }
             let stored = try await tenant.artifacts.writeArtifact(
                 run: run.id, step: step.rawValue, name: name, from: request.body, limit: uploadLimit)
             let upload = try await tenant.withStore {

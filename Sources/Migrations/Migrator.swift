@@ -118,6 +118,11 @@ public struct Migrator: Sendable {
         return failure
     }
 
+    /// The rows of schema_migrations, in version order (none when the table is missing).
+    public func applied(_ connection: PostgresConnection, logger: Logger) async throws -> [AppliedMigration] {
+        try await appliedMigrations(connection, logger: logger, createTable: false)
+    }
+
     private func appliedMigrations(
         _ connection: PostgresConnection,
         logger: Logger,

@@ -309,7 +309,8 @@ public struct Provisioner: Sendable {
     /// Finishes every tenant left `provisioning` by an interrupted process.
     public func resumeInterrupted(actor: ControlPlane.Actor) async throws -> [CreateOutcome] {
         let pending = try await withControl { store in
-            try await store.tenants().filter { $0.status == .provisioning }
+            // An interrupted import is not a creation: the Backup module rolls it back.
+            try await store.tenants().filter { $0.status == .provisioning && $0.provisioningStep != "importing" }
         }
         var outcomes: [CreateOutcome] = []
         for tenant in pending {
@@ -354,18 +355,18 @@ public enum ProvisioningStep: String, Sendable, Codable {
 }
 
 /// A tenant's database and role names, validated as SQL identifiers.
-struct TenantNames {
-    let database: SQLIdentifier
-    let role: SQLIdentifier
+public struct TenantNames: Sendable {
+    public let database: SQLIdentifier
+    public let role: SQLIdentifier
 
-    init(_ slug: TenantSlug) throws {
+    public init(_ slug: TenantSlug) throws {
         database = try SQLIdentifier(slug.databaseName)
         role = try SQLIdentifier(slug.roleName)
     }
 }
 
 extension TenantRecord {
-    func requireServer() throws -> String {
+    public func requireServer() throws -> String {
         guard let server else { throw ControlError.conflict("tenant \(id) has no database server") }
         return server
     }

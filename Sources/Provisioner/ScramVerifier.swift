@@ -4,7 +4,7 @@ import Foundation
 
 /// The SCRAM-SHA-256 verifier PostgreSQL stores for a password, computed here
 /// so the plain password never reaches the server (nor its statement log).
-enum ScramVerifier {
+public enum ScramVerifier {
     /// Rounds for tenant roles. Every connection's client side pays them
     /// (postgres-nio runs PBKDF2 in Swift, ~4096 HMACs at PostgreSQL's default
     /// count), and the router opens connections on the hot path. Rounds only
@@ -13,10 +13,12 @@ enum ScramVerifier {
     /// by superusers only, so 32 rounds lose nothing.
     static let tenantRoleIterations = 32
 
-    static func make(
-        password: String, salt: [UInt8] = Array(SystemRandomNumberGenerator.bytes(16)),
-        iterations: Int = tenantRoleIterations
-    ) throws -> String {
+    /// A verifier for a tenant role: a fresh salt, `tenantRoleIterations` rounds.
+    public static func make(password: String) throws -> String {
+        try make(password: password, salt: Array(SystemRandomNumberGenerator.bytes(16)), iterations: tenantRoleIterations)
+    }
+
+    static func make(password: String, salt: [UInt8], iterations: Int) throws -> String {
         // BoringSSL's PBKDF2 through swift-crypto.
         let key = try KDF.Insecure.PBKDF2.deriveKey(
             from: Array(password.utf8), salt: salt, using: .sha256, outputByteCount: 32,

@@ -7,23 +7,28 @@ import PostgresNIO
 /// Names are validated `SQLIdentifier`s; values (passwords) are bound
 /// parameters handed to the server's own `format(%I, %L)`, so no value is ever
 /// spliced into SQL text here.
-struct ServerAdmin {
-    let connection: PostgresConnection
-    let logger: Logger
+public struct ServerAdmin {
+    public let connection: PostgresConnection
+    public let logger: Logger
 
-    func roleExists(_ role: SQLIdentifier) async throws -> Bool {
+    public init(connection: PostgresConnection, logger: Logger) {
+        self.connection = connection
+        self.logger = logger
+    }
+
+    public func roleExists(_ role: SQLIdentifier) async throws -> Bool {
         try await connection.query("SELECT 1 FROM pg_roles WHERE rolname = \(role.name)", logger: logger)
             .collect().count == 1
     }
 
-    func databaseExists(_ database: SQLIdentifier) async throws -> Bool {
+    public func databaseExists(_ database: SQLIdentifier) async throws -> Bool {
         try await connection.query("SELECT 1 FROM pg_database WHERE datname = \(database.name)", logger: logger)
             .collect().count == 1
     }
 
     /// Creates a login role, or brings an existing one (from an interrupted run)
     /// to the same password and LOGIN.
-    func ensureLoginRole(_ role: SQLIdentifier, scramVerifier: String) async throws {
+    public func ensureLoginRole(_ role: SQLIdentifier, scramVerifier: String) async throws {
         if try await roleExists(role) {
             try await executeFormatted("ALTER ROLE %I LOGIN PASSWORD %L", role.name, scramVerifier)
         } else {
@@ -31,20 +36,20 @@ struct ServerAdmin {
         }
     }
 
-    func ensureNoLoginRole(_ role: SQLIdentifier) async throws {
+    public func ensureNoLoginRole(_ role: SQLIdentifier) async throws {
         if try await !roleExists(role) {
             try await connection.query(PostgresQuery(unsafeSQL: "CREATE ROLE \(role.quoted) NOLOGIN"), logger: logger)
         }
     }
 
-    func setLogin(_ role: SQLIdentifier, allowed: Bool) async throws {
+    public func setLogin(_ role: SQLIdentifier, allowed: Bool) async throws {
         try await connection.query(
             PostgresQuery(unsafeSQL: "ALTER ROLE \(role.quoted) \(allowed ? "LOGIN" : "NOLOGIN")"), logger: logger)
     }
 
     /// `CREATE DATABASE` cannot run in a transaction block; WAL_LOG copies a
     /// template 3× faster than FILE_COPY here and forces no checkpoint.
-    func createDatabase(_ database: SQLIdentifier, owner: SQLIdentifier, template: SQLIdentifier) async throws {
+    public func createDatabase(_ database: SQLIdentifier, owner: SQLIdentifier, template: SQLIdentifier) async throws {
         try await connection.query(
             PostgresQuery(
                 unsafeSQL:
@@ -54,7 +59,7 @@ struct ServerAdmin {
     }
 
     /// Only the owner (and superusers) may connect.
-    func restrictConnect(_ database: SQLIdentifier, to role: SQLIdentifier) async throws {
+    public func restrictConnect(_ database: SQLIdentifier, to role: SQLIdentifier) async throws {
         try await connection.query(
             PostgresQuery(unsafeSQL: "REVOKE CONNECT, TEMPORARY ON DATABASE \(database.quoted) FROM PUBLIC"),
             logger: logger)
@@ -63,7 +68,7 @@ struct ServerAdmin {
             logger: logger)
     }
 
-    func terminateConnections(to database: SQLIdentifier) async throws {
+    public func terminateConnections(to database: SQLIdentifier) async throws {
         try await connection.query(
             """
             SELECT pg_terminate_backend(pid) FROM pg_stat_activity
@@ -72,12 +77,32 @@ struct ServerAdmin {
             logger: logger)
     }
 
-    func dropDatabase(_ database: SQLIdentifier) async throws {
+    /// Makes every new session of `database` read-only (or lifts that), then
+    /// ends the sessions opened before: from here on nothing writes to it
+    /// until the fence is lifted. Ending them twice, a moment apart, catches a
+    /// session that was starting up (past its settings) while the first pass ran.
+    public func setReadOnly(_ database: SQLIdentifier, _ readOnly: Bool) async throws {
+        let setting = readOnly ? "SET default_transaction_read_only = on" : "RESET default_transaction_read_only"
+        try await connection.query(PostgresQuery(unsafeSQL: "ALTER DATABASE \(database.quoted) \(setting)"), logger: logger)
+        guard readOnly else { return }
+        try await terminateConnections(to: database)
+        try await Task.sleep(for: .milliseconds(50))
+        try await terminateConnections(to: database)
+    }
+
+    /// The cluster's identity: two server entries with the same one are the
+    /// same PostgreSQL cluster, whatever their URLs say.
+    public func systemIdentifier() async throws -> Int64 {
+        let rows = try await connection.query("SELECT system_identifier FROM pg_control_system()", logger: logger)
+        return try await rows.collect().first?.decode(Int64.self) ?? 0
+    }
+
+    public func dropDatabase(_ database: SQLIdentifier) async throws {
         try await connection.query(
             PostgresQuery(unsafeSQL: "DROP DATABASE IF EXISTS \(database.quoted) WITH (FORCE)"), logger: logger)
     }
 
-    func dropRole(_ role: SQLIdentifier) async throws {
+    public func dropRole(_ role: SQLIdentifier) async throws {
         try await connection.query(PostgresQuery(unsafeSQL: "DROP ROLE IF EXISTS \(role.quoted)"), logger: logger)
     }
 

@@ -16,6 +16,13 @@ public struct UploadedArtifact: Sendable, Equatable, Encodable {
 }
 
 extension TenantStore {
+    /// Fails with SQLSTATE 25006 while the tenant's database is fenced
+    /// (read-only for an export or a move), touching nothing otherwise: an
+    /// upload asks before its file replaces one that a row already describes.
+    public func requireWritable() async throws {
+        try await connection.query("UPDATE artifacts SET id = id WHERE false", logger: logger)
+    }
+
     /// Records an upload stored at `path` (the newest row of a path wins), with its audit row.
     public func recordUpload(run: UUID, step: StepName, name: String, path: String, digest: String, size: Int)
         async throws -> UploadedArtifact

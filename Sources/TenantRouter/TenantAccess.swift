@@ -31,6 +31,8 @@ public enum TenantAccessError: OperatorError, Equatable {
     case budgetExhausted
     case tenantBusy
     case databaseUnavailable
+    /// The tenant's database is read-only while it is exported or moved.
+    case writesPaused
     case controlUnavailable
     case shuttingDown
 
@@ -38,7 +40,7 @@ public enum TenantAccessError: OperatorError, Equatable {
         switch self {
         case .unknownKey: 401
         case .suspended, .notServing: 403
-        case .budgetExhausted, .tenantBusy, .databaseUnavailable, .controlUnavailable, .shuttingDown: 503
+        case .budgetExhausted, .tenantBusy, .databaseUnavailable, .writesPaused, .controlUnavailable, .shuttingDown: 503
         }
     }
 
@@ -50,6 +52,7 @@ public enum TenantAccessError: OperatorError, Equatable {
         case .budgetExhausted: "connection_budget_exhausted"
         case .tenantBusy: "tenant_busy"
         case .databaseUnavailable: "tenant_database_unavailable"
+        case .writesPaused: "tenant_writes_paused"
         case .controlUnavailable: "control_unavailable"
         case .shuttingDown: "shutting_down"
         }
@@ -69,6 +72,8 @@ public enum TenantAccessError: OperatorError, Equatable {
             "every connection of this tenant is in use; retry shortly"
         case .databaseUnavailable:
             "this tenant's database is unavailable; retry shortly"
+        case .writesPaused:
+            "this tenant's data is being exported or moved; writes are paused (reads go on), retry shortly"
         case .controlUnavailable:
             "the control database did not answer in time; retry shortly"
         case .shuttingDown:

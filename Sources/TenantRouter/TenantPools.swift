@@ -134,6 +134,29 @@ public final class TenantPools: Service, Sendable {
     public func withConnection<Result: Sendable>(
         for tenant: TenantIdentity, _ body: @Sendable @escaping (PostgresConnection) async throws -> Result
     ) async throws -> Result {
+        do {
+            return try await withPooledConnection(for: tenant, body)
+        } catch let error as PSQLError where error.serverInfo?[.sqlState] == Self.readOnlyTransaction {
+            // The database is fenced for an export or a move, or was until a
+            // moment ago and this pool's sessions began under the fence (a
+            // session keeps the read-only default it started with). A fresh
+            // pool tells the two apart; the failed statement wrote nothing, so
+            // running `body` again is safe.
+            close(tenantID: tenant.tenantID)
+            do {
+                return try await withPooledConnection(for: tenant, body)
+            } catch let error as PSQLError where error.serverInfo?[.sqlState] == Self.readOnlyTransaction {
+                throw TenantAccessError.writesPaused
+            }
+        }
+    }
+
+    /// SQLSTATE 25006: a write in a read-only transaction.
+    static let readOnlyTransaction = "25006"
+
+    private func withPooledConnection<Result: Sendable>(
+        for tenant: TenantIdentity, _ body: @Sendable @escaping (PostgresConnection) async throws -> Result
+    ) async throws -> Result {
         let deadline = ContinuousClock.now.advanced(by: limits.wait)
         let client = try await checkoutWaiting(tenant, until: deadline)
         defer { checkin(tenant.tenantID, client) }

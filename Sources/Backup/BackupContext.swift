@@ -1,0 +1,79 @@
+// Backup: one tenant's data carried whole — export to a single tar archive
+// (database dump, artifact tree, manifest), import from one, backup of every
+// tenant, and move to another database server with no acknowledged write lost.
+// It reaches tenant databases as the server's admin (pg_dump, pg_restore), the
+// control database through ControlStore, and the storage root directly.
+import Config
+import ControlPlane
+import Core
+import Foundation
+import Logging
+import Migrations
+import PostgresNIO
+import Provisioner
+
+/// What every backup operation needs, read once from the settings.
+public struct BackupContext: Sendable {
+    public let controlURL: PostgresURL
+    public let secrets: SecretBox
+    public let migrations: MigrationSet
+    public let storageRoot: String
+    public let tools: PostgresTools
+    public let logger: Logger
+    /// Test hook: `tenant move` kills its process right after this phase.
+    let faultAfterMovePhase: MovePhase?
+    /// The server's control pool; the CLI opens a connection per operation.
+    let controlPool: PostgresClient?
+
+    public init(settings: Settings, logger: Logger, controlPool: PostgresClient? = nil) throws {
+        controlURL = try settings.requireControlURL()
+        secrets = SecretBox(masterKey: try settings.requireMasterKey())
+        migrations = try MigrationSet(directory: settings.tenantMigrationsDirectory)
+        storageRoot = settings.storageRoot
+        tools = try PostgresTools(configured: settings.postgresBinDirectory)
+        faultAfterMovePhase = settings.faultAfterMovePhase.flatMap(MovePhase.init(rawValue:))
+        self.logger = logger
+        self.controlPool = controlPool
+    }
+
+    /// Runs `body` on one control connection for its whole length (the
+    /// tenant's advisory lock lives on it).
+    func withControl<Result: Sendable>(_ body: (ControlStore) async throws -> Result) async throws -> Result {
+        if let controlPool {
+            return try await controlPool.withConnection { connection in
+                try await body(ControlStore(connection: connection, logger: logger))
+            }
+        }
+        return try await DatabaseConnection.with(controlURL, logger: logger) { connection in
+            try await body(ControlStore(connection: connection, logger: logger))
+        }
+    }
+
+    func adminURL(of server: String, store: ControlStore) async throws -> PostgresURL {
+        try await store.adminURL(ofServer: server, secrets: secrets, controlURL: controlURL)
+    }
+
+    /// `storage/{slug}`: the tenant's artifact tree.
+    func tenantDirectory(_ slug: TenantSlug) -> String {
+        URL(fileURLWithPath: storageRoot).appendingPathComponent(slug.rawValue, isDirectory: true).path
+    }
+
+    /// A private working directory under the storage root (same filesystem as
+    /// the tenants' trees, so finished files are renamed into place, not copied).
+    /// Its name starts with '.', which no tenant id does.
+    func workDirectory(_ purpose: String) throws -> String {
+        let path = URL(fileURLWithPath: storageRoot)
+            .appendingPathComponent(".\(purpose)", isDirectory: true)
+            .appendingPathComponent(UUID().uuidString.lowercased(), isDirectory: true).path
+        do {
+            try FileManager.default.createDirectory(
+                atPath: path, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        } catch {
+            throw BackupError.fileSystem("cannot create a working directory under the storage root: \(error.localizedDescription)")
+        }
+        return path
+    }
+}
+
+/// Progress of a long operation, one line at a time (a terminal, a job row).
+public typealias ProgressReporter = @Sendable (String) -> Void

@@ -1,0 +1,66 @@
+import Core
+
+/// Why an export, import, backup or move did not happen. Archive format
+/// problems are `ArchiveError`s; these are the rest.
+public enum BackupError: OperatorError, Equatable {
+    /// `pg_dump` or `pg_restore` is not where it should be.
+    case toolMissing(String)
+    /// `pg_dump` or `pg_restore` exited non-zero: which, its status, its last words.
+    case toolFailed(tool: String, status: Int32, stderr: String)
+    /// The archive is well-formed tar but not a valid export: what is wrong.
+    case invalidArchive(String)
+    /// The archive holds a schema this binary does not know.
+    case newerSchema(archive: Int, known: Int)
+    case outputExists(String)
+    case fileSystem(String)
+    /// The copy on the target server differs from the source: what differs.
+    case verificationFailed(String)
+    /// An artifact the dump references is missing or differs (it changed
+    /// during the export); the export is refused rather than inconsistent.
+    case inconsistentArtifacts(String)
+    case importFailed(slug: String, reason: String)
+    case moveFailed(slug: String, reason: String)
+
+    public var httpStatus: Int {
+        switch self {
+        case .invalidArchive, .newerSchema: 422
+        case .outputExists: 409
+        case .inconsistentArtifacts: 409
+        case .toolMissing, .toolFailed, .fileSystem, .verificationFailed, .importFailed, .moveFailed: 500
+        }
+    }
+
+    public var code: String {
+        switch self {
+        case .toolMissing: "postgres_tool_missing"
+        case .toolFailed: "postgres_tool_failed"
+        case .invalidArchive: "invalid_archive"
+        case .newerSchema: "archive_schema_too_new"
+        case .outputExists: "output_exists"
+        case .fileSystem: "file_system_error"
+        case .verificationFailed: "verification_failed"
+        case .inconsistentArtifacts: "inconsistent_artifacts"
+        case .importFailed: "import_failed"
+        case .moveFailed: "move_failed"
+        }
+    }
+
+    public var message: String {
+        switch self {
+        case .toolMissing(let what): what
+        case .toolFailed(let tool, let status, let stderr):
+            "\(tool) exited with status \(status)" + (stderr.isEmpty ? "" : ": \(stderr)")
+        case .invalidArchive(let why): "not a valid tenantplane export: \(why)"
+        case .newerSchema(let archive, let known):
+            "the archive's schema version \(archive) is newer than this binary knows (\(known)); upgrade tenantplane first"
+        case .outputExists(let path): "\(path) already exists; choose another --out or remove it"
+        case .fileSystem(let what): what
+        case .verificationFailed(let what): "the copy does not match the original: \(what)"
+        case .inconsistentArtifacts(let what): "artifacts changed while they were exported (\(what)); run the export again"
+        case .importFailed(let slug, let reason):
+            "importing \(slug) failed; its database, role and files were dropped (the tenant is marked failed): \(reason)"
+        case .moveFailed(let slug, let reason):
+            "moving \(slug) failed; it stays on its old server, active: \(reason)"
+        }
+    }
+}

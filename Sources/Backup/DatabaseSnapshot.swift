@@ -1,0 +1,98 @@
+import ControlPlane
+import Core
+import Foundation
+import Logging
+import Migrations
+import PostgresNIO
+import Provisioner
+
+/// A tenant database as of one moment: a `pg_dump -Fc` taken while the
+/// database is fenced (read-only), and what was read from it under the same
+/// fence — so it matches the dump exactly.
+struct DatabaseSnapshot: Sendable {
+    let dumpFile: String
+    let migrations: [AppliedMigration]
+    /// Every artifact path the database references (its newest row) → digest.
+    let references: [String: String]
+    let rowCounts: [String: Int64]
+}
+
+extension BackupContext {
+    /// Makes the tenant's database read-only (recorded in the control
+    /// database first, so a crash leaves a fence someone will lift).
+    func raiseFence(_ slug: TenantSlug, _ kind: WriteFence, server: String, store: ControlStore) async throws {
+        try await store.setWriteFence(slug, kind)
+        let names = try TenantNames(slug)
+        try await DatabaseConnection.with(try await adminURL(of: server, store: store), logger: logger) { connection in
+            try await ServerAdmin(connection: connection, logger: logger).setReadOnly(names.database, true)
+        }
+    }
+
+    func lowerFence(_ slug: TenantSlug, server: String, store: ControlStore) async throws {
+        let names = try TenantNames(slug)
+        try await DatabaseConnection.with(try await adminURL(of: server, store: store), logger: logger) { connection in
+            try await ServerAdmin(connection: connection, logger: logger).setReadOnly(names.database, false)
+        }
+        try await store.setWriteFence(slug, nil)
+        logger.info("write fence lifted", metadata: ["tenant": "\(slug)"])
+    }
+
+    /// Lifts a fence whose process died. The caller holds the tenant's lock,
+    /// so any fence still recorded is nobody's.
+    func liftAbandonedFence(_ slug: TenantSlug, store: ControlStore) async throws {
+        guard try await store.writeFence(slug) != nil else { return }
+        let tenant = try await store.requireTenant(slug)
+        if let server = tenant.server {
+            logger.notice("lifting a write fence left by an interrupted export or move", metadata: ["tenant": "\(slug)"])
+            try await lowerFence(slug, server: server, store: store)
+        } else {
+            try await store.setWriteFence(slug, nil)
+        }
+    }
+
+    /// Dumps the fenced database into `directory` and reads what must match it.
+    func snapshot(_ slug: TenantSlug, server: String, into directory: String, store: ControlStore) async throws
+        -> DatabaseSnapshot
+    {
+        let names = try TenantNames(slug)
+        let url = try await adminURL(of: server, store: store).with(database: names.database.name)
+        let dumpFile = URL(fileURLWithPath: directory).appendingPathComponent(ArchiveManifest.databaseFileName).path
+        try await tools.dump(url, to: dumpFile)
+        return try await DatabaseConnection.with(url, logger: logger) { connection in
+            DatabaseSnapshot(
+                dumpFile: dumpFile,
+                migrations: try await Migrator(migrations: migrations).applied(connection, logger: logger),
+                references: try await Self.artifactReferences(connection, logger: logger),
+                rowCounts: try await Self.rowCounts(connection, logger: logger))
+        }
+    }
+
+    static func artifactReferences(_ connection: PostgresConnection, logger: Logger) async throws -> [String: String] {
+        let rows = try await connection.query(
+            """
+            SELECT DISTINCT ON (file_path) file_path, digest FROM artifacts
+            WHERE digest IS NOT NULL ORDER BY file_path, id DESC
+            """,
+            logger: logger)
+        var references: [String: String] = [:]
+        for try await (path, digest) in rows.decode((String, String).self) { references[path] = digest }
+        return references
+    }
+
+    /// Exact row counts of every table of the tenant's schema, in one round
+    /// trip (the server quotes the names itself).
+    static func rowCounts(_ connection: PostgresConnection, logger: Logger) async throws -> [String: Int64] {
+        let rows = try await connection.query(
+            """
+            SELECT table_name::text,
+                (xpath('/row/c/text()', query_to_xml(format('SELECT count(*) AS c FROM %I.%I', table_schema, table_name),
+                    false, true, '')))[1]::text::bigint
+            FROM information_schema.tables
+            WHERE table_schema = 'public' AND table_type = 'BASE TABLE'
+            """,
+            logger: logger)
+        var counts: [String: Int64] = [:]
+        for try await (table, count) in rows.decode((String, Int64).self) { counts[table] = count }
+        return counts
+    }
+}

@@ -1,0 +1,94 @@
+import Core
+import Dispatch
+import Foundation
+
+/// The real `pg_dump` and `pg_restore` (not Debian's wrappers on PATH, which
+/// pick a version by guessing and add a Perl start-up to every call), run as
+/// child processes. Passwords travel in the child's environment (PGPASSWORD),
+/// never on its command line, where `ps` would show them.
+public struct PostgresTools: Sendable {
+    public let binDirectory: String
+
+    public init(configured: String?) throws(BackupError) {
+        let candidates = [configured, Self.pgConfigBinDirectory()].compactMap { $0 } + Self.versionedDirectories()
+        guard let found = candidates.first(where: { FileManager.default.isExecutableFile(atPath: "\($0)/pg_dump") }) else {
+            throw .toolMissing(
+                "cannot find pg_dump (looked in TENANTPLANE_PG_BINDIR, pg_config --bindir, /usr/lib/postgresql/*/bin)")
+        }
+        binDirectory = found
+    }
+
+    /// `pg_dump -Fc` of `url`'s database into `file`.
+    public func dump(_ url: PostgresURL, to file: String) async throws {
+        try await run("pg_dump", ["--format=custom", "--no-password", "--file=\(file)", "--dbname=\(url.redacted)"], url)
+    }
+
+    /// Restores a custom-format dump into `url`'s (empty) database; every object
+    /// is created by `role`, so the tenant's own role owns what it restores.
+    public func restore(_ file: String, into url: PostgresURL, role: String, jobs: Int) async throws {
+        try await run(
+            "pg_restore",
+            [
+                "--no-password", "--no-owner", "--no-privileges", "--exit-on-error", "--role=\(role)",
+                "--jobs=\(max(1, jobs))", "--dbname=\(url.redacted)", file,
+            ],
+            url)
+    }
+
+    private func run(_ tool: String, _ arguments: [String], _ url: PostgresURL) async throws {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "\(binDirectory)/\(tool)")
+        process.arguments = arguments
+        var environment = ["PGAPPNAME": "tenantplane", "PGCONNECT_TIMEOUT": "10", "LC_ALL": "C"]
+        environment["PATH"] = ProcessInfo.processInfo.environment["PATH"]
+        environment["PGPASSWORD"] = url.password
+        process.environment = environment
+        process.standardInput = FileHandle.nullDevice
+        process.standardOutput = FileHandle.nullDevice
+        let stderr = Pipe()
+        process.standardError = stderr
+        // The pipe is drained and the exit awaited on Dispatch threads: the
+        // cooperative pool must not block on a child for seconds.
+        async let errorOutput = Self.readToEnd(stderr.fileHandleForReading)
+        let status: Int32 = try await withCheckedThrowingContinuation { continuation in
+            process.terminationHandler = { continuation.resume(returning: $0.terminationStatus) }
+            do {
+                try process.run()
+            } catch {
+                process.terminationHandler = nil
+                continuation.resume(throwing: BackupError.toolMissing("cannot start \(tool): \(error.localizedDescription)"))
+            }
+        }
+        let text = String(decoding: await errorOutput, as: UTF8.self)
+        guard status == 0 else {
+            let lines = text.split(whereSeparator: \.isNewline).suffix(3).joined(separator: " | ")
+            throw BackupError.toolFailed(tool: tool, status: status, stderr: String(lines.prefix(600)))
+        }
+    }
+
+    private static func readToEnd(_ handle: FileHandle) async -> Data {
+        await withCheckedContinuation { continuation in
+            DispatchQueue.global().async { continuation.resume(returning: handle.readDataToEndOfFile()) }
+        }
+    }
+
+    private static func pgConfigBinDirectory() -> String? {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["pg_config", "--bindir"]
+        let output = Pipe()
+        process.standardOutput = output
+        process.standardError = FileHandle.nullDevice
+        guard (try? process.run()) != nil else { return nil }
+        let data = output.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        guard process.terminationStatus == 0 else { return nil }
+        return String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    private static func versionedDirectories() -> [String] {
+        let base = "/usr/lib/postgresql"
+        let versions = (try? FileManager.default.contentsOfDirectory(atPath: base)) ?? []
+        return versions.compactMap(Int.init).sorted(by: >).map { "\(base)/\($0)/bin" }
+    }
+}

@@ -1,0 +1,215 @@
+import ControlPlane
+import Core
+import Foundation
+import Provisioner
+import Migrations
+import Logging
+import NIOPosix
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// What an export wrote.
+public struct ExportReport: Sendable, Codable, Equatable {
+    public var tenant: String
+    public var file: String
+    public var bytes: Int64
+    public var databaseBytes: Int64
+    public var artifacts: Int
+    public var artifactBytes: Int64
+    public var schemaVersion: Int
+    /// How long the tenant's writes were refused (503) for the snapshot.
+    public var writeBlockedMilliseconds: Int
+    public var durationMilliseconds: Int
+}
+
+/// `tenant export`: one archive with the tenant's database, artifact tree and
+/// manifest, all as of one moment. The database is fenced (read-only) from
+/// before the dump until the last artifact is archived, so no write lands in
+/// between; every artifact the dump references is checked against its
+/// recorded digest as it is archived, and a mismatch fails the export.
+public struct TenantExporter: Sendable {
+    let context: BackupContext
+
+    public init(context: BackupContext) {
+        self.context = context
+    }
+
+    public func export(
+        _ slug: TenantSlug, to output: String, actor: ControlPlane.Actor, progress: ProgressReporter = { _ in }
+    ) async throws -> ExportReport {
+        let started = ContinuousClock.now
+        let output = URL(fileURLWithPath: output).standardizedFileURL.path
+        guard !FileManager.default.fileExists(atPath: output) else { throw BackupError.outputExists(output) }
+        let directory = (output as NSString).deletingLastPathComponent
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: directory, isDirectory: &isDirectory), isDirectory.boolValue else {
+            throw BackupError.fileSystem("the directory \(directory) does not exist")
+        }
+        let context = self.context
+        return try await context.withControl { store in
+            try await store.withTenantLock(slug) {
+                try await store.audited(
+                    actor, action: "tenant.export", resourceType: "tenant", resourceId: slug.rawValue,
+                    details: ["file": (output as NSString).lastPathComponent]
+                ) {
+                    try await context.liftAbandonedFence(slug, store: store)
+                    let tenant = try await store.requireTenant(slug)
+                    guard tenant.status == .active || tenant.status == .suspended else {
+                        throw ControlError.conflict("tenant \(slug) is \(tenant.status.rawValue); only active or suspended tenants are exported")
+                    }
+                    let server = try tenant.requireServer()
+                    let work = try context.workDirectory("exports")
+                    defer { try? FileManager.default.removeItem(atPath: work) }
+
+                    progress("\(slug): blocking writes and dumping the database")
+                    try await context.raiseFence(slug, .export, server: server, store: store)
+                    let fenced = ContinuousClock.now
+                    let written: ArchiveWriter.Written
+                    do {
+                        let snapshot = try await context.snapshot(slug, server: server, into: work, store: store)
+                        progress("\(slug): archiving the database and artifacts")
+                        let writer = ArchiveWriter(
+                            output: output, tenantDirectory: context.tenantDirectory(slug), slug: slug,
+                            tenant: tenant, snapshot: snapshot)
+                        written = try await NIOThreadPool.singleton.runIfActive { try writer.write() }
+                    } catch {
+                        do {
+                            try await context.lowerFence(slug, server: server, store: store)
+                        } catch {
+                            context.logger.error(
+                                "could not lift the write fence; the next export, move or server start lifts it",
+                                metadata: ["tenant": "\(slug)", "error": "\(OperatorFailure(error).message)"])
+                        }
+                        throw error
+                    }
+                    try await context.lowerFence(slug, server: server, store: store)
+                    let blocked = ContinuousClock.now - fenced
+                    return ExportReport(
+                        tenant: slug.rawValue, file: output, bytes: written.archiveBytes,
+                        databaseBytes: written.databaseBytes, artifacts: written.artifacts,
+                        artifactBytes: written.artifactBytes, schemaVersion: written.schemaVersion,
+                        writeBlockedMilliseconds: blocked.milliseconds,
+                        durationMilliseconds: (ContinuousClock.now - started).milliseconds)
+                }
+            }
+        }
+    }
+}
+
+/// Writes the archive (blocking file I/O: run it off the event loops) into a
+/// hidden partial file beside `output`, and links it into place only when it
+/// is complete, so `output` is either absent or a whole archive.
+struct ArchiveWriter: Sendable {
+    struct Written: Sendable {
+        var archiveBytes: Int64
+        var databaseBytes: Int64
+        var artifacts: Int
+        var artifactBytes: Int64
+        var schemaVersion: Int
+    }
+
+    let output: String
+    let tenantDirectory: String
+    let slug: TenantSlug
+    let tenant: TenantRecord
+    let snapshot: DatabaseSnapshot
+
+    func write() throws -> Written {
+        let directory = (output as NSString).deletingLastPathComponent
+        let partial = URL(fileURLWithPath: directory)
+            .appendingPathComponent(".\((output as NSString).lastPathComponent).partial-\(UUID().uuidString.prefix(8))").path
+        defer { unlink(partial) }
+        let writer = try TarWriter(creating: partial)
+        var files: [ArchiveManifest.File] = []
+        let database = try writer.addFile(named: ArchiveManifest.databaseFileName, contentsOf: snapshot.dumpFile)
+        files.append(.init(path: ArchiveManifest.databaseFileName, size: database.size, sha256: database.sha256))
+
+        var unmatched = snapshot.references
+        var differing: [String] = []
+        var artifactBytes: Int64 = 0
+        for relative in try ArtifactTree.files(under: tenantDirectory) {
+            let member = "\(ArchiveManifest.artifactsDirectory)/\(relative)"
+            let digest = try writer.addFile(named: member, contentsOf: "\(tenantDirectory)/\(relative)")
+            files.append(.init(path: member, size: digest.size, sha256: digest.sha256))
+            artifactBytes += digest.size
+            if let expected = unmatched.removeValue(forKey: "\(slug.rawValue)/\(relative)"), expected != digest.sha256 {
+                differing.append(relative)
+            }
+        }
+        guard differing.isEmpty, unmatched.isEmpty else {
+            let missing = unmatched.keys.sorted().prefix(3).joined(separator: ", ")
+            throw BackupError.inconsistentArtifacts(
+                [
+                    differing.isEmpty ? nil : "\(differing.count) differ from their recorded digest: \(differing.prefix(3).joined(separator: ", "))",
+                    unmatched.isEmpty ? nil : "\(unmatched.count) referenced but missing: \(missing)",
+                ].compactMap { $0 }.joined(separator: "; "))
+        }
+
+        let schemaVersion = snapshot.migrations.last?.version ?? 0
+        let manifest = ArchiveManifest(
+            format: ArchiveManifest.format, formatVersion: ArchiveManifest.currentFormatVersion, createdAt: Date(),
+            tenant: .init(
+                id: tenant.id, name: tenant.name, status: tenant.status.rawValue, server: tenant.server,
+                createdAt: tenant.createdAt),
+            schema: .init(
+                version: schemaVersion,
+                migrations: snapshot.migrations.map { .init(version: $0.version, name: $0.name, sha256: $0.checksum) }),
+            database: "pg_dump --format=custom (restore with pg_restore)",
+            files: files, referencedArtifacts: snapshot.references.count)
+        _ = try writer.addFile(named: ArchiveManifest.fileName, bytes: Array(try ArchiveManifest.encoder.encode(manifest)))
+        try writer.finish()
+        guard link(partial, output) == 0 else {
+            let code = errno
+            if code == EEXIST { throw BackupError.outputExists(output) }
+            throw BackupError.fileSystem("cannot create \(output): \(String(cString: strerror(code)))")
+        }
+        var info = stat()
+        let size = stat(output, &info) == 0 ? Int64(info.st_size) : 0
+        return Written(
+            archiveBytes: size, databaseBytes: database.size, artifacts: files.count - 1,
+            artifactBytes: artifactBytes, schemaVersion: schemaVersion)
+    }
+}
+
+/// A tenant's artifact tree as files to carry: every regular file, relative
+/// to the tenant's directory, sorted. The store's own dot-files (partial
+/// writes, digest caches keyed to inodes) stay behind; a symbolic link or any
+/// other kind of file is refused, as the store never makes one.
+enum ArtifactTree {
+    static func files(under root: String) throws -> [String] {
+        var found: [String] = []
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: root, isDirectory: &isDirectory) else { return [] }
+        guard isDirectory.boolValue else { throw BackupError.fileSystem("\(root) is not a directory") }
+        try walk(root, prefix: "", into: &found)
+        return found.sorted()
+    }
+
+    private static func walk(_ directory: String, prefix: String, into found: inout [String]) throws {
+        let names: [String]
+        do {
+            names = try FileManager.default.contentsOfDirectory(atPath: directory)
+        } catch {
+            throw BackupError.fileSystem("cannot list \(directory): \(error.localizedDescription)")
+        }
+        for name in names where !name.hasPrefix(".") {
+            let path = "\(directory)/\(name)"
+            let relative = prefix.isEmpty ? name : "\(prefix)/\(name)"
+            var info = stat()
+            guard lstat(path, &info) == 0 else {
+                throw BackupError.fileSystem("cannot inspect \(relative): \(String(cString: strerror(errno)))")
+            }
+            switch info.st_mode & S_IFMT {
+            case S_IFDIR: try walk(path, prefix: relative, into: &found)
+            case S_IFREG: found.append(relative)
+            default: throw BackupError.fileSystem("\(relative) in the artifact store is not a regular file or directory")
+            }
+        }
+    }
+}
+
+extension Duration {
+    var milliseconds: Int { Int(components.seconds * 1000 + components.attoseconds / 1_000_000_000_000_000) }
+}

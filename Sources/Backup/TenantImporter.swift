@@ -1,0 +1,218 @@
+import ControlPlane
+import Core
+import Foundation
+import Logging
+import Migrations
+import NIOPosix
+import PostgresNIO
+import Provisioner
+
+/// What an import created.
+public struct ImportReport: Sendable, Codable, Equatable {
+    public var tenant: String
+    /// The tenant id the archive was exported from.
+    public var sourceTenant: String
+    public var server: String
+    public var archiveSchemaVersion: Int
+    public var schemaVersion: Int
+    /// Migrations applied after the restore (the archive was older).
+    public var migratedForward: [String]
+    public var artifacts: Int
+    public var durationMilliseconds: Int
+}
+
+/// `tenant import`: every member of the archive is unpacked into a private
+/// staging directory and checked against the manifest, and the manifest's
+/// schema against this binary's migrations, before anything is created. Then
+/// a new role and database, the restore (as the new role), the artifact
+/// paths rewritten to the new tenant id, the migrations the archive lacks, the
+/// artifact tree renamed into place, `active`. No API key comes along: the
+/// tenant gets new ones. A failure after creation began drops what was created.
+public struct TenantImporter: Sendable {
+    public static let provisioningStep = "importing"
+    let context: BackupContext
+
+    public init(context: BackupContext) {
+        self.context = context
+    }
+
+    public func importArchive(
+        _ archive: String, as requested: TenantSlug?, server requestedServer: String?, actor: ControlPlane.Actor,
+        progress: ProgressReporter = { _ in }
+    ) async throws -> ImportReport {
+        let started = ContinuousClock.now
+        let context = self.context
+        guard FileManager.default.isReadableFile(atPath: archive) else {
+            throw BackupError.fileSystem("cannot read \(archive)")
+        }
+        let stage = try context.workDirectory("imports")
+        defer { try? FileManager.default.removeItem(atPath: stage) }
+        progress("verifying \(archive)")
+        let stager = ArchiveStager(archive: archive, directory: stage)
+        let staged = try await NIOThreadPool.singleton.runIfActive { try stager.stage() }
+        try checkSchema(staged.manifest.schema)
+        let source: TenantSlug
+        do {
+            source = try TenantSlug(staged.manifest.tenant.id)
+        } catch {
+            throw BackupError.invalidArchive("its manifest names an invalid tenant id")
+        }
+        let slug = requested ?? source
+
+        return try await context.withControl { store in
+            try await store.withTenantLock(slug) {
+                try await store.audited(
+                    actor, action: "tenant.import", resourceType: "tenant", resourceId: slug.rawValue,
+                    details: ["source_tenant": source.rawValue]
+                ) {
+                    let existing = try await store.tenant(slug)
+                    if let existing, [.active, .suspended, .deleting].contains(existing.status) {
+                        throw ControlError.alreadyExists("tenant \(slug) already exists (import it under another id: --as NEW-ID)")
+                    }
+                    let server = try await Self.place(requestedServer, store: store)
+                    let adminURL = try await context.adminURL(of: server, store: store)
+                    let names = try TenantNames(slug)
+                    let databaseURL = adminURL.with(user: names.role.name, password: nil).with(database: names.database.name)
+                    try await store.registerTenant(
+                        slug, name: staged.manifest.tenant.name, server: server, databaseURL: databaseURL.redacted,
+                        existing: existing)
+                    try await store.setProvisioningStep(slug, Self.provisioningStep)
+                    do {
+                        let applied = try await restore(
+                            staged, as: slug, from: source, names: names, adminURL: adminURL, store: store,
+                            progress: progress)
+                        try await store.setSchemaVersion(slug, context.migrations.latestVersion, fingerprint: context.migrations.fingerprint)
+                        try await store.activateTenant(slug)
+                        return ImportReport(
+                            tenant: slug.rawValue, sourceTenant: source.rawValue, server: server,
+                            archiveSchemaVersion: staged.manifest.schema.version,
+                            schemaVersion: context.migrations.latestVersion, migratedForward: applied,
+                            artifacts: staged.artifacts,
+                            durationMilliseconds: (ContinuousClock.now - started).milliseconds)
+                    } catch {
+                        let reason = OperatorFailure(error).message
+                        try? await Self.discard(slug, names: names, adminURL: adminURL, context: context)
+                        try? await store.setProvisioningStep(slug, nil)
+                        try? await store.setTenantStatus(slug, .failed, error: "import failed: \(reason)")
+                        throw BackupError.importFailed(slug: slug.rawValue, reason: reason)
+                    }
+                }
+            }
+        }
+    }
+
+    /// The archive's schema must be one this binary's migrations continue:
+    /// no version it lacks, and the same checksum for every version it has.
+    private func checkSchema(_ schema: ArchiveManifest.Schema) throws {
+        let known = context.migrations.latestVersion
+        guard schema.version <= known else { throw BackupError.newerSchema(archive: schema.version, known: known) }
+        for migration in schema.migrations {
+            guard let local = context.migrations.file(version: migration.version) else {
+                throw BackupError.newerSchema(archive: migration.version, known: known)
+            }
+            guard local.checksum == migration.sha256 else {
+                throw BackupError.invalidArchive(
+                    "its migration \(migration.version) (\(migration.name)) differs from this binary's \(local.fileName)")
+            }
+        }
+    }
+
+    static func place(_ requested: String?, store: ControlStore) async throws -> String {
+        guard let requested else { return try await store.pickServer().name }
+        let server = try await store.server(named: requested)
+        guard server.isActive else { throw ControlError.conflict("database server \(server.name) is not active") }
+        guard server.freeCapacity > 0 else { throw ControlError.conflict("database server \(server.name) is full") }
+        return server.name
+    }
+
+    /// Role, database, restore, paths, migrations, artifacts. Returns the
+    /// migrations applied after the restore.
+    private func restore(
+        _ staged: ArchiveStager.Staged, as slug: TenantSlug, from source: TenantSlug, names: TenantNames,
+        adminURL: PostgresURL, store: ControlStore, progress: ProgressReporter
+    ) async throws -> [String] {
+        let context = self.context
+        let logger = context.logger
+        let password = RandomToken.urlSafe(bytes: 32)
+        try await store.storeSealedRolePassword(slug, try context.secrets.seal(password, owner: slug.rawValue))
+        let verifier = try ScramVerifier.make(password: password)
+        try await DatabaseConnection.with(adminURL, logger: logger) { connection in
+            let admin = ServerAdmin(connection: connection, logger: logger)
+            // Left by an import that died here: this id serves nothing (checked above).
+            try await admin.terminateConnections(to: names.database)
+            try await admin.dropDatabase(names.database)
+            try await admin.ensureLoginRole(names.role, scramVerifier: verifier)
+            try await admin.createDatabase(names.database, owner: names.role, template: try SQLIdentifier("template0"))
+            try await admin.restrictConnect(names.database, to: names.role)
+        }
+        progress("\(slug): restoring the database")
+        let tenantAdminURL = adminURL.with(database: names.database.name)
+        try await context.tools.restore(staged.databaseFile, into: tenantAdminURL, role: names.role.name, jobs: 2)
+        let applied = try await DatabaseConnection.with(tenantAdminURL, logger: logger) { connection in
+            if slug != source {
+                // Artifact rows hold paths under the tenant id.
+                let old = source.rawValue + "/"
+                let new = slug.rawValue + "/"
+                try await connection.query(
+                    """
+                    UPDATE artifacts SET file_path = \(new) || substr(file_path, \(old.utf8.count + 1)::int)
+                    WHERE left(file_path, \(old.utf8.count)::int) = \(old)
+                    """,
+                    logger: logger)
+            }
+            try await connection.query(PostgresQuery(unsafeSQL: "SET ROLE \(names.role.quoted)"), logger: logger)
+            let report = try await Migrator(migrations: context.migrations).migrate(connection, logger: logger)
+            try await connection.query("RESET ROLE", logger: logger)
+            return report.applied.map(\.file)
+        }
+        let target = context.tenantDirectory(slug)
+        if FileManager.default.fileExists(atPath: target) { try FileManager.default.removeItem(atPath: target) }
+        if let artifacts = staged.artifactsDirectory {
+            progress("\(slug): placing \(staged.artifacts) artifacts")
+            do {
+                try FileManager.default.moveItem(atPath: artifacts, toPath: target)
+            } catch {
+                throw BackupError.fileSystem("cannot place the artifacts in the storage root: \(error.localizedDescription)")
+            }
+        }
+        return applied
+    }
+
+    /// Drops what an import of `slug` created: database, role, artifact tree.
+    static func discard(_ slug: TenantSlug, names: TenantNames, adminURL: PostgresURL, context: BackupContext)
+        async throws
+    {
+        try? FileManager.default.removeItem(atPath: context.tenantDirectory(slug))
+        try await DatabaseConnection.with(adminURL, logger: context.logger) { connection in
+            let admin = ServerAdmin(connection: connection, logger: context.logger)
+            try await admin.terminateConnections(to: names.database)
+            try await admin.dropDatabase(names.database)
+            try await admin.dropRole(names.role)
+        }
+    }
+
+    /// Imports a process died in the middle of: their tenant is marked failed
+    /// and what they created is dropped, so the id can be imported again.
+    /// Skips tenants whose lock is held (an import is running).
+    public func abandonInterrupted() async throws -> [String] {
+        let context = self.context
+        return try await context.withControl { store in
+            var abandoned: [String] = []
+            for tenant in try await store.tenants()
+            where tenant.status == .provisioning && tenant.provisioningStep == Self.provisioningStep {
+                let slug = try TenantSlug(tenant.id)
+                let done: Bool? = try await store.withTenantLockIfFree(slug) {
+                    if let server = tenant.server {
+                        let adminURL = try await context.adminURL(of: server, store: store)
+                        try await Self.discard(slug, names: try TenantNames(slug), adminURL: adminURL, context: context)
+                    }
+                    try await store.setProvisioningStep(slug, nil)
+                    try await store.setTenantStatus(slug, .failed, error: "import interrupted; run tenant import again")
+                    return true
+                }
+                if done == true { abandoned.append(tenant.id) }
+            }
+            return abandoned
+        }
+    }
+}

@@ -1,0 +1,162 @@
+import ArgumentParser
+import Backup
+import ControlPlane
+import Core
+import Foundation
+
+extension Tenantplane.Tenant {
+    struct Export: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Write one tenant's database, artifacts and manifest to a single tar archive.",
+            discussion: """
+                The archive is plain tar: database.dump (pg_dump --format=custom; pg_restore reads it), \
+                artifacts/… (the tenant's stored files) and manifest.json (tenant record without secrets, \
+                schema version and migration checksums, size and sha256 of every member). The tenant's writes \
+                get 503 while its database is dumped and its artifacts archived, so all of it is one moment; \
+                reads go on. FILE must not exist; it appears only once complete.
+                """
+        )
+        @Argument(help: "Tenant id.") var slug: String
+        @Option(name: .long, help: "Archive to write (must not exist).") var out: String
+        @OptionGroup var output: JSONFlag
+
+        func run() async throws {
+            try await reportingFailures {
+                let slug = try TenantSlug(slug)
+                let context = try CommandContext()
+                let backup = try BackupContext(settings: context.settings, logger: context.logger)
+                let report = try await TenantExporter(context: backup).export(
+                    slug, to: out, actor: context.actor, progress: Output.progress(quiet: output.json))
+                if output.json { return try Output.json(report) }
+                Output.line(
+                    "exported \(report.tenant) to \(report.file): \(Output.bytes(report.bytes)) (database \(Output.bytes(report.databaseBytes)), \(report.artifacts) artifacts \(Output.bytes(report.artifactBytes))), schema version \(report.schemaVersion), writes paused \(report.writeBlockedMilliseconds) ms, \(report.durationMilliseconds) ms in all")
+            }
+        }
+    }
+
+    struct Import: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Create a tenant from an export archive.",
+            discussion: """
+                Every member is checked against the manifest's sizes and sha256 digests, and the manifest's \
+                schema against this binary's tenant migrations, before anything is created; a damaged, \
+                tampered or unsafe archive (paths leaving the archive, links) is refused with nothing created. \
+                Then a new role and database (on --server, or the server with the most free capacity), the \
+                restore, any newer migrations, the artifacts, and the tenant is active. API keys are not \
+                carried over: issue new ones with `tenantplane tenant key create`.
+                """
+        )
+        @Argument(help: "Archive written by tenant export or backup --all.") var file: String
+        @Option(name: .customLong("as"), help: "Tenant id to import as (default: the archive's).") var slug: String?
+        @Option(name: .long, help: "Database server to place it on.") var server: String?
+        @OptionGroup var output: JSONFlag
+
+        func run() async throws {
+            try await reportingFailures {
+                let slug = try slug.map { try TenantSlug($0) }
+                let context = try CommandContext()
+                let backup = try BackupContext(settings: context.settings, logger: context.logger)
+                let report = try await TenantImporter(context: backup).importArchive(
+                    file, as: slug, server: server, actor: context.actor, progress: Output.progress(quiet: output.json))
+                if output.json { return try Output.json(report) }
+                let forward = report.migratedForward.isEmpty ? "" : ", migrated forward: \(report.migratedForward.joined(separator: ", "))"
+                Output.line(
+                    "imported \(report.sourceTenant) as \(report.tenant) on server \(report.server) at schema version \(report.schemaVersion) (archive: \(report.archiveSchemaVersion)\(forward)), \(report.artifacts) artifacts, \(report.durationMilliseconds) ms")
+                Output.note("tenantplane: API keys are not carried over; issue one with: tenantplane tenant key create \(report.tenant)")
+            }
+        }
+    }
+
+    struct Move: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Move a tenant's database to another database server.",
+            discussion: """
+                The tenant's writes get 503 with Retry-After while its database is copied (reads go on). \
+                The copy is checked (row counts per table, artifact digests) before the tenant is switched \
+                to it in one control-database transaction; the old copy is dropped once routers have followed. \
+                A failure before the switch leaves the tenant on its old server, active. A move cut short \
+                (crash, kill) is rolled back or finished by running this command again, or by `serve`.
+                """
+        )
+        @Argument(help: "Tenant id.") var slug: String
+        @Option(name: .long, help: "Target database server (see: tenantplane server list).") var to: String
+        @OptionGroup var output: JSONFlag
+
+        func run() async throws {
+            try await reportingFailures {
+                let slug = try TenantSlug(slug)
+                let context = try CommandContext()
+                let backup = try BackupContext(settings: context.settings, logger: context.logger)
+                let report = try await TenantMover(context: backup).move(
+                    slug, to: to, actor: context.actor, progress: Output.progress(quiet: output.json))
+                if output.json { return try Output.json(report) }
+                if let earlier = report.recoveredEarlierMove { Output.note("tenantplane: earlier interrupted move: \(earlier)") }
+                let rows = report.rowCounts.values.reduce(0, +)
+                Output.line(
+                    "moved \(report.tenant) from \(report.fromServer) to \(report.toServer): \(rows) rows in \(report.rowCounts.count) tables and \(report.artifactsVerified) artifacts verified, writes paused \(report.writeBlockedMilliseconds) ms, \(report.durationMilliseconds) ms in all")
+            }
+        }
+    }
+}
+
+extension Tenantplane {
+    struct Backup: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Export every active tenant into a directory.",
+            discussion: """
+                One archive per tenant ({tenant}-{UTC time}.tar, the format of `tenant export`), at most \
+                --concurrency at a time. A tenant that fails is reported and the others go on; the exit \
+                status is 1 when any failed. Progress goes to stderr, the report to stdout.
+                """
+        )
+        @Flag(name: .long, help: "Every active tenant (required; there is no partial mode yet).") var all = false
+        @Option(name: .long, help: "Directory for the archives (created if missing).") var out: String
+        @Option(name: .long, help: "Exports at a time.") var concurrency = 4
+        @OptionGroup var output: JSONFlag
+
+        func validate() throws {
+            guard all else { throw ValidationError("say --all: backup exports every active tenant") }
+            guard (1...64).contains(concurrency) else { throw ValidationError("--concurrency must be 1 to 64") }
+        }
+
+        func run() async throws {
+            try await reportingFailures {
+                let context = try CommandContext()
+                let backup = try BackupContext(settings: context.settings, logger: context.logger)
+                let report = try await FleetBackup(context: backup).run(
+                    into: out, concurrency: concurrency, actor: context.actor, progress: { Output.note($0) })
+                if output.json {
+                    try Output.json(report)
+                } else {
+                    Output.table(
+                        ["TENANT", "OUTCOME", "SIZE", "MS", "FILE / ERROR"],
+                        report.tenants.map {
+                            [$0.tenant, $0.outcome, $0.bytes.map(Output.bytes) ?? "-", String($0.durationMilliseconds), $0.file ?? $0.error ?? ""]
+                        })
+                    Output.line(
+                        "\(report.succeeded) backed up, \(report.failed) failed, \(Output.bytes(report.bytes)) in \(report.durationMilliseconds) ms")
+                }
+                if report.failed > 0 { throw ExitCode.failure }
+            }
+        }
+    }
+}
+
+extension Output {
+    /// Progress on stderr, unless the command prints JSON for a script.
+    static func progress(quiet: Bool) -> ProgressReporter {
+        if quiet { return { _ in } }
+        return { line in note("tenantplane: \(line)") }
+    }
+
+    static func bytes(_ count: Int64) -> String {
+        let units = ["B", "KiB", "MiB", "GiB", "TiB"]
+        var value = Double(count)
+        var unit = 0
+        while value >= 1024, unit < units.count - 1 {
+            value /= 1024
+            unit += 1
+        }
+        return unit == 0 ? "\(count) B" : "\(String(format: "%.1f", value)) \(units[unit])"
+    }
+}

@@ -1,0 +1,112 @@
+import Backup
+import ControlPlane
+import Core
+import Foundation
+import Logging
+import ServiceLifecycle
+
+/// Runs the long admin jobs started over HTTP (exports, moves) as children of
+/// one task group, recording each job's progress and outcome in the control
+/// database for `GET /admin/jobs/{id}`. On shutdown it takes no new jobs and
+/// lets the running ones finish: a move cut short would only have to be
+/// rolled back at the next start.
+struct AdminJobRunner: Service {
+    typealias Work = @Sendable (_ progress: @escaping ProgressReporter) async throws -> String
+
+    private struct Submission: Sendable {
+        let id: UUID
+        let work: Work
+    }
+
+    private let submissions: AsyncStream<Submission>
+    private let continuation: AsyncStream<Submission>.Continuation
+    private let control: ControlAccess
+    private let logger: Logger
+
+    init(control: ControlAccess, logger: Logger) {
+        self.control = control
+        self.logger = logger
+        (submissions, continuation) = AsyncStream.makeStream(of: Submission.self)
+    }
+
+    /// Queues `work` for the recorded job; it returns the job's result as JSON.
+    func submit(_ job: AdminJob, _ work: @escaping Work) throws {
+        guard case .enqueued = continuation.yield(Submission(id: job.id, work: work)) else {
+            throw APIError.unavailable("the server is shutting down")
+        }
+    }
+
+    func run() async throws {
+        await withGracefulShutdownHandler {
+            await withDiscardingTaskGroup { group in
+                for await submission in submissions {
+                    group.addTask { await execute(submission) }
+                }
+            }
+        } onGracefulShutdown: {
+            continuation.finish()
+        }
+    }
+
+    private func execute(_ submission: Submission) async {
+        let id = submission.id
+        let control = self.control
+        do {
+            try await control.run { try await $0.startJob(id) }
+        } catch {
+            logger.error("could not start an admin job", metadata: ["job": "\(id)", "error": "\(OperatorFailure(error).message)"])
+        }
+        let (lines, reporter) = AsyncStream.makeStream(of: String.self, bufferingPolicy: .bufferingNewest(1))
+        var result: String?
+        var failure: String?
+        await withDiscardingTaskGroup { group in
+            group.addTask {
+                for await line in lines { try? await control.run { try await $0.setJobDetail(id, line) } }
+            }
+            do {
+                result = try await submission.work { reporter.yield($0) }
+            } catch {
+                failure = OperatorFailure(error).message
+            }
+            reporter.finish()
+        }
+        do {
+            try await control.run { [result, failure] in try await $0.finishJob(id, result: result, error: failure) }
+        } catch {
+            logger.error("could not record an admin job's outcome", metadata: ["job": "\(id)", "error": "\(OperatorFailure(error).message)"])
+        }
+    }
+}
+
+/// At start-up and then every half minute: rolls back or finishes moves, lifts
+/// write fences and drops half-made imports that a dead process left behind
+/// (their tenant's lock is free), and marks jobs of a stopped server failed.
+struct BackupReconciler: Service {
+    let mover: TenantMover
+    let importer: TenantImporter
+    let control: ControlAccess
+    let logger: Logger
+    var interval: Duration = .seconds(30)
+
+    func run() async throws {
+        do {
+            let abandoned = try await cancelWhenGracefulShutdown { try await control.run { try await $0.failAbandonedJobs() } }
+            if abandoned > 0 { logger.notice("admin jobs of a stopped server marked failed", metadata: ["jobs": "\(abandoned)"]) }
+        } catch {
+            logger.error("could not look for abandoned admin jobs", metadata: ["error": "\(OperatorFailure(error).message)"])
+        }
+        while !Task.isShuttingDownGracefully {
+            do {
+                let recovered = try await cancelWhenGracefulShutdown {
+                    try await mover.recoverAbandoned() + importer.abandonInterrupted().map { "\($0): interrupted import dropped" }
+                }
+                if !recovered.isEmpty { logger.notice("recovered interrupted backup work", metadata: ["what": "\(recovered)"]) }
+            } catch is CancellationError {
+                return
+            } catch {
+                logger.warning("could not look for interrupted moves", metadata: ["error": "\(OperatorFailure(error).message)"])
+            }
+            try? await cancelWhenGracefulShutdown { try await Task.sleep(for: interval) }
+        }
+    }
+}
