@@ -18,7 +18,9 @@ public struct BackupContext: Sendable {
     public let secrets: SecretBox
     public let migrations: MigrationSet
     public let storageRoot: String
-    public let tools: PostgresTools
+    /// `TENANTPLANE_PG_BINDIR`; the tools are looked for when first needed,
+    /// so a server without them still serves everything else.
+    let postgresBinDirectory: String?
     public let logger: Logger
     /// Test hook: `tenant move` kills its process right after this phase.
     let faultAfterMovePhase: MovePhase?
@@ -30,7 +32,7 @@ public struct BackupContext: Sendable {
         secrets = SecretBox(masterKey: try settings.requireMasterKey())
         migrations = try MigrationSet(directory: settings.tenantMigrationsDirectory)
         storageRoot = settings.storageRoot
-        tools = try PostgresTools(configured: settings.postgresBinDirectory)
+        postgresBinDirectory = settings.postgresBinDirectory
         faultAfterMovePhase = settings.faultAfterMovePhase.flatMap(MovePhase.init(rawValue:))
         self.logger = logger
         self.controlPool = controlPool
@@ -47,6 +49,10 @@ public struct BackupContext: Sendable {
         return try await DatabaseConnection.with(controlURL, logger: logger) { connection in
             try await body(ControlStore(connection: connection, logger: logger))
         }
+    }
+
+    var tools: PostgresTools {
+        get throws { try PostgresTools(configured: postgresBinDirectory) }
     }
 
     func adminURL(of server: String, store: ControlStore) async throws -> PostgresURL {

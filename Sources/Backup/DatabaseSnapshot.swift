@@ -23,8 +23,14 @@ extension BackupContext {
     func raiseFence(_ slug: TenantSlug, _ kind: WriteFence, server: String, store: ControlStore) async throws {
         try await store.setWriteFence(slug, kind)
         let names = try TenantNames(slug)
-        try await DatabaseConnection.with(try await adminURL(of: server, store: store), logger: logger) { connection in
-            try await ServerAdmin(connection: connection, logger: logger).setReadOnly(names.database, true)
+        do {
+            try await DatabaseConnection.with(try await adminURL(of: server, store: store), logger: logger) { connection in
+                try await ServerAdmin(connection: connection, logger: logger).setReadOnly(names.database, true)
+            }
+        } catch {
+            // Nothing was fenced (the database is gone or unreachable): no record either.
+            try? await store.setWriteFence(slug, nil)
+            throw error
         }
     }
 

@@ -210,7 +210,10 @@ public struct TenantMover: Sendable {
                     "the partial copy on \(move.toServer) could not be dropped (\(OperatorFailure(error).message)); drop \(try TenantNames(slug).database.name) there by hand")
             }
         }
-        try await context.lowerFence(slug, server: move.fromServer, store: store)
+        let fenced = try await store.writeFence(slug) != nil
+        if move.phase >= .fenced || fenced {
+            try await context.lowerFence(slug, server: move.fromServer, store: store)
+        }
         let error = ([move.error].compactMap { $0 } + notes).joined(separator: "; ")
         try await store.setMovePhase(move.id, .rolledBack, error: error.isEmpty ? "interrupted" : error)
         return notes.isEmpty ? "rolled back" : "rolled back; " + notes.joined(separator: "; ")

@@ -78,7 +78,7 @@ struct AdminJobRunner: Service {
     }
 }
 
-/// At start-up and then every half minute: rolls back or finishes moves, lifts
+/// At start-up and then every minute: rolls back or finishes moves, lifts
 /// write fences and drops half-made imports that a dead process left behind
 /// (their tenant's lock is free), and marks jobs of a stopped server failed.
 struct BackupReconciler: Service {
@@ -86,7 +86,7 @@ struct BackupReconciler: Service {
     let importer: TenantImporter
     let control: ControlAccess
     let logger: Logger
-    var interval: Duration = .seconds(30)
+    var interval: Duration = .seconds(60)
 
     func run() async throws {
         do {

@@ -54,6 +54,7 @@ struct CLIRunner: Sendable {
             "TENANTPLANE_TENANT_MIGRATIONS": TestCluster.tenantMigrations,
             "USER": "tester",
         ]
+        environment["TENANTPLANE_PG_BINDIR"] = ProcessInfo.processInfo.environment["TENANTPLANE_TEST_PG_BINDIR"]
         environment.merge(extra) { _, new in new }
         return CLIRunner(environment: environment)
     }

@@ -22,6 +22,7 @@ enum TestServer {
             // Debug builds compute SCRAM slowly, and the suite loads both cores.
             "TENANTPLANE_POOL_WAIT": "15",
         ]
+        environment["TENANTPLANE_PG_BINDIR"] = ProcessInfo.processInfo.environment["TENANTPLANE_TEST_PG_BINDIR"]
         environment.merge(extra) { _, new in new }
         return try Settings.load(environment: environment, workingDirectory: NSTemporaryDirectory())
     }
