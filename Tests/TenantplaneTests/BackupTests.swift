@@ -278,6 +278,44 @@ struct BackupTests {
         }
     }
 
+    @Test func anOlderArchiveIsMigratedForwardOnImport() async throws {
+        try await ProvisioningFixture.with { fixture in
+            let slug = try await Self.cliTenant(fixture, "older")
+            let work = try temporaryDirectory()
+            defer { try? FileManager.default.removeItem(at: work) }
+            let archive = work.appendingPathComponent("older.tar").path
+            let exported = try await fixture.cli.run("tenant", "export", slug, "--out", archive)
+            try #require(exported.exitCode == 0, "\(exported.stderr)")
+
+            // A newer release of tenantplane has one more tenant migration.
+            let staged = try TestCluster.stagedCopy(of: TestCluster.tenantMigrations)
+            defer { try? FileManager.default.removeItem(at: staged) }
+            try "ALTER TABLE runs ADD COLUMN label TEXT;\n".write(
+                to: staged.appendingPathComponent("002_run_labels.sql"), atomically: true, encoding: .utf8)
+            var newer = fixture.cli
+            newer.environment["TENANTPLANE_TENANT_MIGRATIONS"] = staged.path
+            let copy = ProvisioningFixture.slug("newer")
+            let imported = try await newer.run("tenant", "import", archive, "--as", copy, "--json")
+            #expect(imported.exitCode == 0, "\(imported.stderr)")
+            let report = try #require(try imported.jsonObject() as? [String: Any])
+            #expect(report["archive_schema_version"] as? Int == 1)
+            #expect(report["schema_version"] as? Int == 2)
+            #expect(report["migrated_forward"] as? [String] == ["002_run_labels.sql"])
+            let labels = try await TestCluster.query(
+                try await fixture.tenantURL(copy), "SELECT count(label)::int, count(*)::int FROM runs")
+            #expect(try labels.first?.decode((Int, Int).self) ?? (0, 0) == (0, 3))
+
+            // The other way round: the newer archive cannot go to the older binary.
+            let newerArchive = work.appendingPathComponent("newer.tar").path
+            #expect(try await newer.run("tenant", "export", copy, "--out", newerArchive).exitCode == 0)
+            let third = ProvisioningFixture.slug("third")
+            let refused = try await fixture.cli.run("tenant", "import", newerArchive, "--as", third)
+            #expect(refused.exitCode == 1)
+            #expect(refused.stderr.contains("newer than this binary knows"))
+            try await fixture.expectNothingCreated(for: third)
+        }
+    }
+
     @Test func backupAllExportsEveryActiveTenantAndReportsTheOneThatFails() async throws {
         try await ProvisioningFixture.with { fixture in
             let good = [ProvisioningFixture.slug("bk"), ProvisioningFixture.slug("bk")]
