@@ -98,6 +98,8 @@ public final class TarWriter {
     private let path: String
     private let buffer: UnsafeMutableRawBufferPointer
     private var buffered = 0
+    /// Bytes handed to the archive so far, to tell a refused call from a half-written member.
+    private var archived: Int64 = 0
     private var state = State.open
 
     /// Creates `path` (O_CREAT|O_EXCL|O_WRONLY|O_CLOEXEC, mode 0600); fails if it exists.
@@ -125,7 +127,7 @@ public final class TarWriter {
     /// source's own mtime is recorded.
     @discardableResult
     public func addFile(named name: String, contentsOf sourcePath: String, modificationTime: Int64? = nil) throws(ArchiveError) -> ArchivedDigest {
-        try failing { () throws(ArchiveError) -> ArchivedDigest in
+        try guarded { () throws(ArchiveError) -> ArchivedDigest in
             let member = try writableMemberName(name, isDirectory: false)
             // O_NONBLOCK so that a FIFO given by mistake is refused by fstat instead of blocking open.
             let source = open(sourcePath, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK)
@@ -158,6 +160,7 @@ public final class TarWriter {
                 guard count > 0 else { throw .sourceChanged(printable(sourcePath)) }
                 hasher.update(bufferPointer: UnsafeRawBufferPointer(rebasing: free[..<count]))
                 buffered += count
+                archived += Int64(count)
                 remaining -= Int64(count)
             }
             var extra: UInt8 = 0
@@ -173,10 +176,10 @@ public final class TarWriter {
     /// Adds a regular file from memory; without `modificationTime` the current time is recorded.
     @discardableResult
     public func addFile(named name: String, bytes: [UInt8], modificationTime: Int64? = nil) throws(ArchiveError) -> ArchivedDigest {
-        try failing { () throws(ArchiveError) -> ArchivedDigest in
+        try guarded { () throws(ArchiveError) -> ArchivedDigest in
             let member = try writableMemberName(name, isDirectory: false)
             try appendHeader(name: member, type: typeRegular, size: Int64(bytes.count), modificationTime: modificationTime ?? now())
-            try withBytes(bytes)
+            try append(bytes)
             try appendPadding(after: Int64(bytes.count))
             return ArchivedDigest(size: Int64(bytes.count), sha256: hex(SHA256.hash(data: bytes)))
         }
@@ -184,7 +187,7 @@ public final class TarWriter {
 
     /// Adds a directory entry (mode 0755, the current time); a trailing "/" in `name` is optional.
     public func addDirectory(named name: String) throws(ArchiveError) {
-        try failing { () throws(ArchiveError) in
+        try guarded { () throws(ArchiveError) in
             let member = try writableMemberName(name, isDirectory: true)
             try appendHeader(name: member + "/", type: typeDirectory, size: 0, modificationTime: now())
         }
@@ -194,7 +197,7 @@ public final class TarWriter {
     /// error), `deinit` closes the descriptor but the archive is left incomplete
     /// (the caller deletes it).
     public func finish() throws(ArchiveError) {
-        try failing { () throws(ArchiveError) in
+        try guarded { () throws(ArchiveError) in
             try appendZeros(2 * tarBlockSize)
             try flush()
             guard fsync(descriptor) == 0 else { throw .io(describe("cannot fsync", path, errno)) }
@@ -205,18 +208,20 @@ public final class TarWriter {
         state = .finished
     }
 
-    /// Runs one public operation; any error leaves the archive half-written, so
-    /// the writer refuses further use rather than append after a gap.
-    private func failing<T>(_ operation: () throws(ArchiveError) -> T) throws(ArchiveError) -> T {
+    /// Runs one public operation. A call refused before it wrote anything (bad
+    /// name, unreadable source) leaves the archive usable; an error after that
+    /// leaves a member half-written, so the writer refuses all further use.
+    private func guarded<T>(_ operation: () throws(ArchiveError) -> T) throws(ArchiveError) -> T {
         switch state {
         case .open: break
         case .finished: throw .invalidUse("the archive \(printable(path)) is already finished")
         case .failed: throw .invalidUse("an earlier write to \(printable(path)) failed")
         }
+        let before = archived
         do {
             return try operation()
         } catch {
-            state = .failed
+            if archived != before { state = .failed }
             throw error
         }
     }
@@ -247,29 +252,17 @@ public final class TarWriter {
         let time = min(max(modificationTime, 0), maxOctal11)
         if !records.isEmpty {
             let pax = encodePAX(records)
-            try appendBlock(ustarHeader(
+            try append(ustarHeader(
                 name: Array("././@PaxHeader".utf8)[...], prefix: [], type: typePAX,
                 size: Int64(pax.count), modificationTime: time, mode: 0o644
             ))
-            try withBytes(pax)
+            try append(pax)
             try appendPadding(after: Int64(pax.count))
         }
-        try appendBlock(ustarHeader(
+        try append(ustarHeader(
             name: nameField, prefix: prefixField, type: type, size: sizeField,
             modificationTime: time, mode: type == typeDirectory ? 0o755 : 0o644
         ))
-    }
-
-    private func appendBlock(_ block: [UInt8]) throws(ArchiveError) {
-        try withBytes(block)
-    }
-
-    private func withBytes(_ bytes: [UInt8]) throws(ArchiveError) {
-        var failure: ArchiveError?
-        bytes.withUnsafeBytes { buffer in
-            do throws(ArchiveError) { try append(buffer) } catch { failure = error }
-        }
-        if let failure { throw failure }
     }
 
     private func appendPadding(after size: Int64) throws(ArchiveError) {
@@ -283,23 +276,33 @@ public final class TarWriter {
             let chunk = min(buffer.count - buffered, remaining)
             (buffer.baseAddress! + buffered).initializeMemory(as: UInt8.self, repeating: 0, count: chunk)
             buffered += chunk
+            archived += Int64(chunk)
             remaining -= chunk
         }
     }
 
-    private func append(_ bytes: UnsafeRawBufferPointer) throws(ArchiveError) {
+    private func append(_ bytes: [UInt8]) throws(ArchiveError) {
         var offset = 0
         while offset < bytes.count {
             if buffered == buffer.count { try flush() }
             let count = min(buffer.count - buffered, bytes.count - offset)
-            (buffer.baseAddress! + buffered).copyMemory(from: bytes.baseAddress! + offset, byteCount: count)
+            bytes.withUnsafeBytes { source in
+                (buffer.baseAddress! + buffered).copyMemory(from: source.baseAddress! + offset, byteCount: count)
+            }
             buffered += count
+            archived += Int64(count)
             offset += count
         }
     }
 
     private func flush() throws(ArchiveError) {
-        try writeAll(descriptor, UnsafeRawBufferPointer(start: buffer.baseAddress, count: buffered), describing: path)
+        do {
+            try writeAll(descriptor, UnsafeRawBufferPointer(start: buffer.baseAddress, count: buffered), describing: path)
+        } catch {
+            // Part of the buffer may be on disk already; writing it again would duplicate bytes.
+            state = .failed
+            throw error
+        }
         buffered = 0
     }
 }
@@ -466,7 +469,11 @@ public final class TarReader {
             contentRemaining = size
             paddingRemaining = paddingLength(size)
             // GNU tar archives `-C dir .` with the root itself as "./"; it names nothing to create.
-            guard let name else { continue }
+            guard let name else {
+                extended = nil
+                longName = nil
+                continue
+            }
             if isDirectory { return Entry(name: name, kind: .directory) }
             contentAvailable = true
             return Entry(name: name, kind: .file(size: size))

@@ -8,7 +8,7 @@ import Synchronization
 import Testing
 
 /// A tenant with data in every table and two stored files, made through the API.
-private struct SeededTenant {
+struct SeededTenant {
     let slug: String
     let key: String
     let runs: [String]

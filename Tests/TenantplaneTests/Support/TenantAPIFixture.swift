@@ -3,6 +3,7 @@ import Foundation
 import HTTPTypes
 import Hummingbird
 import HummingbirdTesting
+import Logging
 import PostgresNIO
 import Testing
 
@@ -13,7 +14,8 @@ struct TenantAPIFixture {
     let client: any TestClientProtocol
 
     static func with(
-        extra: [String: String] = [:], _ body: @escaping @Sendable (TenantAPIFixture) async throws -> Void
+        extra: [String: String] = [:], logger: Logger = TestCluster.logger,
+        _ body: @escaping @Sendable (TenantAPIFixture) async throws -> Void
     ) async throws {
         try await ProvisioningFixture.with { provisioning in
             var environment = [
@@ -24,7 +26,7 @@ struct TenantAPIFixture {
                 "TENANTPLANE_TEMPLATE_DATABASE": provisioning.template,
             ]
             environment.merge(extra) { _, new in new }
-            let app = try TestServer.application(controlURL: provisioning.controlURL, extra: environment)
+            let app = try TestServer.application(controlURL: provisioning.controlURL, extra: environment, logger: logger)
             try await app.test(.router) { client in
                 try await body(TenantAPIFixture(provisioning: provisioning, client: client))
             }

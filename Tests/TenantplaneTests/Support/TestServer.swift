@@ -5,6 +5,7 @@ import HTTPAPI
 import Hummingbird
 import HummingbirdTesting
 import Logging
+import Synchronization
 import Testing
 
 /// Builds the real server application against a control database.
@@ -27,10 +28,12 @@ enum TestServer {
         return try Settings.load(environment: environment, workingDirectory: NSTemporaryDirectory())
     }
 
-    static func application(controlURL: PostgresURL, extra: [String: String] = [:]) throws -> some ApplicationProtocol {
+    static func application(
+        controlURL: PostgresURL, extra: [String: String] = [:], logger: Logger = TestCluster.logger
+    ) throws -> some ApplicationProtocol {
         try ServerApplication(
             settings: try settings(controlURL: controlURL, extra: extra), host: "127.0.0.1", port: 0,
-            logger: TestCluster.logger
+            logger: logger
         ).make()
     }
 
@@ -46,5 +49,38 @@ extension TestResponse {
 
     var errorCode: String? {
         (json["error"] as? [String: Any])?["code"] as? String
+    }
+}
+
+/// Every log line a test's server wrote, message and metadata, for tests that
+/// prove what never appears in a log.
+final class CapturedLog: Sendable {
+    private let lines = Mutex<[String]>([])
+
+    var all: [String] { lines.withLock { $0 } }
+
+    /// A logger at `level` that writes here.
+    func logger(level: Logger.Level = .debug) -> Logger {
+        var logger = Logger(label: "tenantplane-captured") { _ in Handler(log: self) }
+        logger.logLevel = level
+        return logger
+    }
+
+    fileprivate func append(_ line: String) { lines.withLock { $0.append(line) } }
+
+    private struct Handler: LogHandler {
+        let log: CapturedLog
+        var metadata: Logger.Metadata = [:]
+        var logLevel: Logger.Level = .trace
+
+        subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+            get { metadata[key] }
+            set { metadata[key] = newValue }
+        }
+
+        func log(event: LogEvent) {
+            let merged = metadata.merging(event.metadata ?? [:]) { $1 }
+            log.append("\(event.level) \(event.message) \(merged.map { "\($0)=\($1)" }.sorted().joined(separator: " ")) \(event.source)")
+        }
     }
 }
