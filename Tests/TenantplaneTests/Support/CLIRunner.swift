@@ -106,9 +106,52 @@ struct CLIRunner: Sendable {
             stderr: String(decoding: err, as: UTF8.self))
     }
 
+    /// Starts the command and returns at once, for tests that signal it.
+    func start(_ arguments: [String]) throws -> RunningCommand {
+        let process = Process()
+        process.executableURL = try Self.binary
+        process.arguments = arguments
+        process.environment = environment
+        let stdout = Pipe()
+        let stderr = Pipe()
+        process.standardOutput = stdout
+        process.standardError = stderr
+        process.standardInput = FileHandle.nullDevice
+        let (exits, exited) = AsyncStream.makeStream(of: Int32.self, bufferingPolicy: .bufferingNewest(1))
+        process.terminationHandler = { exited.yield($0.terminationStatus) }
+        try process.run()
+        let pid = process.processIdentifier
+        let finished = Task {
+            async let out = Self.readToEnd(stdout.fileHandleForReading)
+            async let err = Self.readToEnd(stderr.fileHandleForReading)
+            var code: Int32 = -1
+            for await status in exits {
+                code = status
+                break
+            }
+            let (outData, errData) = await (out, err)
+            return Result(
+                exitCode: code, stdout: String(decoding: outData, as: UTF8.self),
+                stderr: String(decoding: errData, as: UTF8.self))
+        }
+        return RunningCommand(pid: pid, finished: finished)
+    }
+
     static func readToEnd(_ handle: FileHandle) async -> Data {
         await withCheckedContinuation { continuation in
             DispatchQueue.global().async { continuation.resume(returning: handle.readDataToEndOfFile()) }
         }
+    }
+}
+
+/// A command started by `CLIRunner.start`.
+struct RunningCommand: Sendable {
+    let pid: Int32
+    let finished: Task<CLIRunner.Result, Never>
+
+    func send(_ signal: Int32) { kill(pid, signal) }
+
+    var result: CLIRunner.Result {
+        get async { await finished.value }
     }
 }
