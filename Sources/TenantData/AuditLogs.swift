@@ -18,6 +18,17 @@ public struct AuditLogRecord: Sendable, Equatable, Encodable {
         case resourceId = "resource_id"
         case createdAt = "created_at"
     }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(id, forKey: .id)
+        try container.encode(userId, forKey: .userId)
+        try container.encode(action, forKey: .action)
+        try container.encode(resourceType, forKey: .resourceType)
+        try container.encode(resourceId, forKey: .resourceId)
+        try container.encode(details, forKey: .details)
+        try container.encode(createdAt, forKey: .createdAt)
+    }
 }
 
 public struct AuditLogPage: Sendable, Encodable {
@@ -27,6 +38,13 @@ public struct AuditLogPage: Sendable, Encodable {
     enum CodingKeys: String, CodingKey {
         case auditLogs = "audit_logs"
         case nextCursor = "next_cursor"
+    }
+
+    /// `next_cursor` is always there, null on the last page, as the document says.
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(auditLogs, forKey: .auditLogs)
+        try container.encode(nextCursor, forKey: .nextCursor)
     }
 }
 

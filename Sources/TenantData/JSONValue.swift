@@ -41,6 +41,16 @@ public enum JSONValue: Sendable, Equatable, Codable {
         }
     }
 
+    /// Whether U+0000 appears in any string or key.
+    public var containsNUL: Bool {
+        switch self {
+        case .null, .bool, .number: false
+        case .string(let value): value.contains("\u{0}")
+        case .array(let values): values.contains { $0.containsNUL }
+        case .object(let fields): fields.contains { $0.key.contains("\u{0}") || $0.value.containsNUL }
+        }
+    }
+
     public var isObject: Bool {
         if case .object = self { return true }
         return false

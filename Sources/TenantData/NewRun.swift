@@ -61,6 +61,10 @@ public struct NewRun: Sendable, Equatable {
         case .object(let object)?: input = .object(object)
         default: throw .invalid("input must be a JSON object")
         }
+        // PostgreSQL's jsonb cannot hold U+0000 anywhere, key or value.
+        guard !input.containsNUL else {
+            throw .invalid("input must not contain NUL characters (\\u0000)")
+        }
 
         var config = RunConfig()
         switch fields["config"] {

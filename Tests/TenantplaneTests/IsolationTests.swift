@@ -39,7 +39,7 @@ struct IsolationTests {
     static let hostile: [String] = [
         "../", "../../etc/passwd", "..%2F..%2Fetc", "%2e%2e%2f", "' OR '1'='1", "1; DROP TABLE runs; --",
         "\"; SELECT pg_sleep(1); --", "%00", "a%00b", "99999999999999999999999999999", "-1", "1e309",
-        "ｒｕｎｓ", "\u{0430}dmin", "%E2%80%AE", "%FF%FE", "{{topic}}", "$(id)", "*", "%",
+        "ｒｕｎｓ", "\u{0430}dmin", "%E2%80%AE", "nul\u{0}inside", "%FF%FE", "{{topic}}", "$(id)", "*", "%",
         String(repeating: "x", count: 5000),
     ]
 
