@@ -30,6 +30,13 @@ public struct OperatorFailure: OperatorError {
             code = known.code
             message = known.message
             internalDetail = nil
+        } else if let state = error.sqlState, state == "22021" || state == "22P05" {
+            // Only a value can cause these: text with U+0000, which PostgreSQL
+            // stores neither in text nor in jsonb.
+            httpStatus = 400
+            code = "invalid_text"
+            message = "text values must not contain NUL characters (\\u0000)"
+            internalDetail = nil
         } else if let state = error.sqlState {
             httpStatus = 500
             code = "database_error"

@@ -119,7 +119,9 @@ struct AdminAPITests {
             let app = try TestServer.application(controlURL: url)
             try await app.test(.router) { client in
                 let headers = TestServer.adminHeaders
-                for body in ["{not json", "[]", #"{"id": 5, "display_name": "x"}"#, #"{"display_name":"x"}"#, ""] {
+                // The last: NUL in a text value, which PostgreSQL cannot store (found by ops/fuzz).
+                for body in ["{not json", "[]", #"{"id": 5, "display_name": "x"}"#, #"{"display_name":"x"}"#, "",
+                             #"{"id":"nul-name","display_name":"a\u0000b","api_style":"local"}"#] {
                     let response = try await client.execute(
                         uri: "/admin/llm/providers", method: .post, headers: headers, body: ByteBuffer(string: body))
                     #expect(response.status == .badRequest, "body \(body)")
