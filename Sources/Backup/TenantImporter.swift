@@ -76,6 +76,8 @@ public struct TenantImporter: Sendable {
                     try await store.registerTenant(
                         slug, name: staged.manifest.tenant.name, server: server, databaseURL: databaseURL.redacted,
                         existing: existing)
+                    // A row left by an earlier attempt may name another server.
+                    try await store.setTenantLocation(slug, server: server, databaseURL: databaseURL.redacted)
                     try await store.setProvisioningStep(slug, Self.provisioningStep)
                     do {
                         let applied = try await restore(

@@ -99,6 +99,13 @@ extension ControlStore {
             logger: logger)
     }
 
+    /// Where the tenant's database is: its server and URL (no password).
+    public func setTenantLocation(_ slug: TenantSlug, server: String, databaseURL: String) async throws {
+        try await connection.query(
+            "UPDATE tenants SET server = \(server), database_url = \(databaseURL) WHERE id = \(slug.rawValue)",
+            logger: logger)
+    }
+
     public func setTenantStatus(_ slug: TenantSlug, _ status: TenantStatus, error: String? = nil) async throws {
         try await connection.query(
             "UPDATE tenants SET status = \(status.rawValue), last_error = \(error) WHERE id = \(slug.rawValue)",

@@ -1,4 +1,5 @@
 import Core
+import Crypto
 import Foundation
 import HTTPTypes
 import Hummingbird
@@ -60,6 +61,10 @@ private func storedFiles(_ root: URL) throws -> [String: Data] {
         }
     }
     return files
+}
+
+enum SHA256Hex {
+    static func of(_ data: Data) -> String { SHA256.hash(data: data).map { String(format: "%02x", $0) }.joined() }
 }
 
 private func temporaryDirectory() throws -> URL {
@@ -313,6 +318,46 @@ struct BackupTests {
             #expect(refused.exitCode == 1)
             #expect(refused.stderr.contains("newer than this binary knows"))
             try await fixture.expectNothingCreated(for: third)
+        }
+    }
+
+    @Test func anImportThatFailsAfterCreationBeganDropsWhatItCreated() async throws {
+        try await ProvisioningFixture.with { fixture in
+            let slug = try await Self.cliTenant(fixture, "restore-fails")
+            let work = try temporaryDirectory()
+            defer { try? FileManager.default.removeItem(at: work) }
+            let archive = work.appendingPathComponent("good.tar").path
+            try #require(try await fixture.cli.run("tenant", "export", slug, "--out", archive).exitCode == 0)
+            // A dump pg_restore cannot read, under a manifest that vouches for it:
+            // every check before creation passes, the restore fails.
+            let parts = work.appendingPathComponent("parts")
+            try FileManager.default.createDirectory(at: parts, withIntermediateDirectories: true)
+            try tar(["-xf", archive, "-C", parts.path])
+            let manifestURL = parts.appendingPathComponent("manifest.json")
+            var manifest = try String(contentsOf: manifestURL, encoding: .utf8)
+            let dump = parts.appendingPathComponent("database.dump")
+            let original = try Data(contentsOf: dump)
+            let garbage = Data("PGDMP but not really".utf8)
+            try garbage.write(to: dump)
+            let oldDigest = SHA256Hex.of(original)
+            manifest = manifest.replacingOccurrences(of: oldDigest, with: SHA256Hex.of(garbage))
+                .replacingOccurrences(of: #""size" : \#(original.count)"#, with: #""size" : \#(garbage.count)"#)
+            try manifest.write(to: manifestURL, atomically: true, encoding: .utf8)
+            let bad = work.appendingPathComponent("bad.tar").path
+            try tar(["-cf", bad, "-C", parts.path, "database.dump", "manifest.json"])
+
+            let copy = ProvisioningFixture.slug("restore-copy")
+            let result = try await fixture.cli.run("tenant", "import", bad, "--as", copy)
+            #expect(result.exitCode == 1)
+            #expect(result.stderr.contains("pg_restore"), "\(result.stderr)")
+            #expect(try await fixture.status(copy) == "failed")
+            #expect(try await fixture.tenantDatabases(copy).isEmpty)
+            #expect(try await fixture.tenantRoles(copy).isEmpty)
+            #expect(!FileManager.default.fileExists(atPath: fixture.storage.appendingPathComponent(copy).path))
+            // The id can be imported again from a good archive.
+            let again = try await fixture.cli.run("tenant", "import", archive, "--as", copy)
+            #expect(again.exitCode == 0, "\(again.stderr)")
+            #expect(try await fixture.status(copy) == "active")
         }
     }
 
