@@ -155,3 +155,17 @@ public enum DatabaseError: OperatorError {
         }
     }
 }
+
+extension PSQLError {
+    /// The connection broke (server gone, backend terminated), as opposed to
+    /// the statement failing.
+    public var meansConnectionLost: Bool {
+        switch code {
+        case .serverClosedConnection, .connectionError, .clientClosedConnection, .uncleanShutdown, .poolClosed:
+            return true
+        default:
+            if let state = serverInfo?[.sqlState] { return state.hasPrefix("57P") || state == "08006" }
+            return false
+        }
+    }
+}

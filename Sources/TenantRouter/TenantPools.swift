@@ -419,17 +419,3 @@ private struct LeaseTimeout: Error {}
 private final class LeaseFlag: Sendable {
     let value = Atomic<Bool>(false)
 }
-
-extension PSQLError {
-    /// The connection broke (server gone, backend terminated), as opposed to
-    /// the statement failing.
-    var meansConnectionLost: Bool {
-        switch code {
-        case .serverClosedConnection, .connectionError, .clientClosedConnection, .uncleanShutdown, .poolClosed:
-            return true
-        default:
-            if let state = serverInfo?[.sqlState] { return state.hasPrefix("57P") || state == "08006" }
-            return false
-        }
-    }
-}
