@@ -47,19 +47,22 @@ public struct PostgresTools: Sendable {
         process.standardOutput = FileHandle.nullDevice
         let stderr = Pipe()
         process.standardError = stderr
+        let (exits, exited) = AsyncStream.makeStream(of: Int32.self, bufferingPolicy: .bufferingNewest(1))
+        process.terminationHandler = { exited.yield($0.terminationStatus) }
+        do {
+            try process.run()
+        } catch {
+            throw BackupError.toolMissing("cannot start \(tool): \(error.localizedDescription)")
+        }
         // The pipe is drained and the exit awaited on Dispatch threads: the
         // cooperative pool must not block on a child for seconds.
-        async let errorOutput = Self.readToEnd(stderr.fileHandleForReading)
-        let status: Int32 = try await withCheckedThrowingContinuation { continuation in
-            process.terminationHandler = { continuation.resume(returning: $0.terminationStatus) }
-            do {
-                try process.run()
-            } catch {
-                process.terminationHandler = nil
-                continuation.resume(throwing: BackupError.toolMissing("cannot start \(tool): \(error.localizedDescription)"))
-            }
+        let errorOutput = await Self.readToEnd(stderr.fileHandleForReading)
+        var status: Int32 = -1
+        for await code in exits {
+            status = code
+            break
         }
-        let text = String(decoding: await errorOutput, as: UTF8.self)
+        let text = String(decoding: errorOutput, as: UTF8.self)
         guard status == 0 else {
             let lines = text.split(whereSeparator: \.isNewline).suffix(3).joined(separator: " | ")
             throw BackupError.toolFailed(tool: tool, status: status, stderr: String(lines.prefix(600)))

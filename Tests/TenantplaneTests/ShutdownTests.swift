@@ -83,6 +83,10 @@ struct ShutdownTests {
                 let uploaded = try await response
                 #expect(uploaded.status == .created)
 
+                // A server that does not stop is a failure, not a hung test run.
+                let exited = try await api.eventually(within: .seconds(30)) { kill(serve.pid, 0) != 0 }
+                if !exited { serve.send(SIGKILL) }
+                #expect(exited, "serve did not exit within 30 s of SIGTERM")
                 let exit = await serve.result
                 let took = ContinuousClock.now - signalled
                 #expect(exit.exitCode == 0, "\(exit.stderr.suffix(2000))")

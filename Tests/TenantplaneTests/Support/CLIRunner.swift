@@ -87,12 +87,12 @@ struct CLIRunner: Sendable {
             process.terminationHandler = { continuation.resume(returning: $0.terminationStatus) }
             do {
                 try process.run()
-                if let killAfter {
-                    let pid = process.processIdentifier
-                    let nanoseconds = killAfter.components.seconds * 1_000_000_000 + killAfter.components.attoseconds / 1_000_000_000
-                    DispatchQueue.global().asyncAfter(deadline: .now() + .nanoseconds(Int(nanoseconds))) {
-                        kill(pid, SIGKILL)
-                    }
+                // Without a planned kill, a command still running after five
+                // minutes is hung: kill it so the test fails instead of the run hanging.
+                let limit = killAfter ?? .seconds(300)
+                let nanoseconds = limit.components.seconds * 1_000_000_000 + limit.components.attoseconds / 1_000_000_000
+                DispatchQueue.global().asyncAfter(deadline: .now() + .nanoseconds(Int(nanoseconds))) { [process] in
+                    if process.isRunning { process.terminate(); kill(process.processIdentifier, SIGKILL) }
                 }
             } catch {
                 process.terminationHandler = nil
