@@ -45,12 +45,21 @@ struct TenantSession: Sendable {
     func queueingRuns<Result: Sendable>(_ change: () async throws -> Result) async throws -> Result {
         try await runQueue.signal(identity.tenantID)
         let result = try await change()
-        do {
-            try await runQueue.signal(identity.tenantID)
-        } catch {
-            logger.error(
-                "could not mark the tenant in the run queue again; its new run waits for the next mark",
-                metadata: ["error": "\(OperatorFailure(error).message)"])
+        // The change is made and will be acknowledged: keep trying the second
+        // mark through a control database restart (a few seconds).
+        for attempt in 1...10 {
+            do {
+                try await runQueue.signal(identity.tenantID)
+                break
+            } catch {
+                guard attempt < 10 else {
+                    logger.error(
+                        "could not mark the tenant in the run queue again; its new run waits for the next mark",
+                        metadata: ["error": "\(OperatorFailure(error).message)"])
+                    break
+                }
+                try? await Task.sleep(for: .milliseconds(500))
+            }
         }
         return result
     }

@@ -2,6 +2,8 @@ import Core
 import Foundation
 import Logging
 import PostgresNIO
+// For ConnectionPoolError, which a retired pool throws as is.
+import _ConnectionPoolModule
 import Prometheus
 import ServiceLifecycle
 import Synchronization
@@ -173,6 +175,10 @@ public final class TenantPools: Service, Sendable {
             throw TenantAccessError.tenantBusy
         } catch let error as PSQLError where error.meansConnectionLost {
             markUnreachable(tenant.tenantID, client)
+            throw TenantAccessError.databaseUnavailable
+        } catch let error as ConnectionPoolError where error == .poolShutdown {
+            // The pool was retired under this request (another request found
+            // the database gone a moment earlier): the same answer as theirs.
             throw TenantAccessError.databaseUnavailable
         }
     }
