@@ -10,8 +10,16 @@ public struct PostgresTools: Sendable {
     public let binDirectory: String
 
     public init(configured: String?) throws(BackupError) {
-        let candidates = [configured, Self.pgConfigBinDirectory()].compactMap { $0 } + Self.versionedDirectories()
-        guard let found = candidates.first(where: { FileManager.default.isExecutableFile(atPath: "\($0)/pg_dump") }) else {
+        func usable(_ directory: String?) -> Bool {
+            directory.map { FileManager.default.isExecutableFile(atPath: "\($0)/pg_dump") } ?? false
+        }
+        // pg_config is asked only when the setting does not do: it is a child
+        // process waited for synchronously.
+        let found: String? =
+            if usable(configured) { configured } else {
+                ([Self.pgConfigBinDirectory()].compactMap { $0 } + Self.versionedDirectories()).first(where: usable)
+            }
+        guard let found else {
             throw .toolMissing(
                 "cannot find pg_dump (looked in TENANTPLANE_PG_BINDIR, pg_config --bindir, /usr/lib/postgresql/*/bin)")
         }

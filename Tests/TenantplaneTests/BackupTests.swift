@@ -73,15 +73,25 @@ private func temporaryDirectory() throws -> URL {
     return url
 }
 
-/// Runs GNU tar (to take archives apart and build hostile ones).
-private func tar(_ arguments: [String]) throws {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-    process.arguments = ["tar"] + arguments
-    process.standardError = FileHandle.nullDevice
-    try process.run()
-    process.waitUntilExit()
-    guard process.terminationStatus == 0 else { throw SetupError("tar \(arguments.joined(separator: " ")) failed") }
+/// Runs GNU tar (to take archives apart and build hostile ones), on a
+/// Dispatch thread: the cooperative pool must never block on a child process.
+private func tar(_ arguments: [String]) async throws {
+    let status: Int32 = try await withCheckedThrowingContinuation { continuation in
+        DispatchQueue.global().async {
+            do {
+                let process = Process()
+                process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+                process.arguments = ["tar"] + arguments
+                process.standardError = FileHandle.nullDevice
+                try process.run()
+                process.waitUntilExit()
+                continuation.resume(returning: process.terminationStatus)
+            } catch {
+                continuation.resume(throwing: error)
+            }
+        }
+    }
+    guard status == 0 else { throw SetupError("tar \(arguments.joined(separator: " ")) failed") }
 }
 
 extension ProvisioningFixture {
@@ -161,7 +171,7 @@ struct BackupTests {
             // Plain tar that any tar lists; no secret inside.
             let listing = work.appendingPathComponent("list")
             try FileManager.default.createDirectory(at: listing, withIntermediateDirectories: true)
-            try tar(["-xf", archive, "-C", listing.path])
+            try await tar(["-xf", archive, "-C", listing.path])
             #expect(FileManager.default.fileExists(atPath: listing.appendingPathComponent("database.dump").path))
             #expect(FileManager.default.fileExists(atPath: listing.appendingPathComponent("manifest.json").path))
             let bytes = try Data(contentsOf: URL(fileURLWithPath: archive))
@@ -210,7 +220,7 @@ struct BackupTests {
             let good = try Data(contentsOf: archive)
             let parts = work.appendingPathComponent("parts")
             try FileManager.default.createDirectory(at: parts, withIntermediateDirectories: true)
-            try tar(["-xf", archive.path, "-C", parts.path])
+            try await tar(["-xf", archive.path, "-C", parts.path])
             let manifestURL = parts.appendingPathComponent("manifest.json")
             let manifest = try String(contentsOf: manifestURL, encoding: .utf8)
 
@@ -232,10 +242,10 @@ struct BackupTests {
             // A header byte: its checksum no longer adds up.
             cases.append(("header byte", flipped(at: 10), "header"))
 
-            func repacked(_ name: String, manifest text: String, extra: [String] = []) throws -> Data {
+            func repacked(_ name: String, manifest text: String, extra: [String] = []) async throws -> Data {
                 try text.write(to: manifestURL, atomically: true, encoding: .utf8)
                 let out = work.appendingPathComponent("\(name).tar")
-                try tar(["-cf", out.path, "-C", parts.path, "database.dump", "artifacts", "manifest.json"] + extra)
+                try await tar(["-cf", out.path, "-C", parts.path, "database.dump", "artifacts", "manifest.json"] + extra)
                 try manifest.write(to: manifestURL, atomically: true, encoding: .utf8)
                 return try Data(contentsOf: out)
             }
@@ -243,28 +253,28 @@ struct BackupTests {
                 manifest.range(of: #"[0-9a-f]{64}"#, options: .regularExpression).map { String(manifest[$0]) })
             cases.append((
                 "lying manifest",
-                try repacked("lying", manifest: manifest.replacingOccurrences(of: dumpDigest, with: String(repeating: "0", count: 64))),
+                try await repacked("lying", manifest: manifest.replacingOccurrences(of: dumpDigest, with: String(repeating: "0", count: 64))),
                 "does not match"))
             cases.append((
                 "newer schema",
-                try repacked("newer", manifest: manifest.replacingOccurrences(of: #""version" : 1"#, with: #""version" : 999"#)),
+                try await repacked("newer", manifest: manifest.replacingOccurrences(of: #""version" : 1"#, with: #""version" : 999"#)),
                 "newer than this binary knows"))
 
             // Paths that leave the archive, and links.
             let outside = work.appendingPathComponent("outside.txt")
             try "x".write(to: outside, atomically: true, encoding: .utf8)
             let escape = work.appendingPathComponent("escape.tar")
-            try tar(["-cf", escape.path, "-P", "-C", parts.path, "manifest.json", "database.dump", "--transform", "s,^database,../database,"])
+            try await tar(["-cf", escape.path, "-P", "-C", parts.path, "manifest.json", "database.dump", "--transform", "s,^database,../database,"])
             cases.append(("dot-dot path", try Data(contentsOf: escape), "unsafe"))
             let absolute = work.appendingPathComponent("absolute.tar")
-            try tar(["-cf", absolute.path, "-P", "-C", parts.path, "manifest.json", outside.path])
+            try await tar(["-cf", absolute.path, "-P", "-C", parts.path, "manifest.json", outside.path])
             cases.append(("absolute path", try Data(contentsOf: absolute), "unsafe"))
             let linked = work.appendingPathComponent("linked")
             try FileManager.default.createDirectory(at: linked.appendingPathComponent("artifacts"), withIntermediateDirectories: true)
             try FileManager.default.createSymbolicLink(
                 atPath: linked.appendingPathComponent("artifacts/evil").path, withDestinationPath: "/etc/passwd")
             let symlink = work.appendingPathComponent("symlink.tar")
-            try tar(["-cf", symlink.path, "-C", parts.path, "manifest.json", "database.dump", "-C", linked.path, "artifacts/evil"])
+            try await tar(["-cf", symlink.path, "-C", parts.path, "manifest.json", "database.dump", "-C", linked.path, "artifacts/evil"])
             cases.append(("symlink", try Data(contentsOf: symlink), "unsupported archive member"))
 
             for (index, bad) in cases.enumerated() {
@@ -332,7 +342,7 @@ struct BackupTests {
             // every check before creation passes, the restore fails.
             let parts = work.appendingPathComponent("parts")
             try FileManager.default.createDirectory(at: parts, withIntermediateDirectories: true)
-            try tar(["-xf", archive, "-C", parts.path])
+            try await tar(["-xf", archive, "-C", parts.path])
             let manifestURL = parts.appendingPathComponent("manifest.json")
             var manifest = try String(contentsOf: manifestURL, encoding: .utf8)
             let dump = parts.appendingPathComponent("database.dump")
@@ -344,7 +354,7 @@ struct BackupTests {
                 .replacingOccurrences(of: #""size" : \#(original.count)"#, with: #""size" : \#(garbage.count)"#)
             try manifest.write(to: manifestURL, atomically: true, encoding: .utf8)
             let bad = work.appendingPathComponent("bad.tar").path
-            try tar(["-cf", bad, "-C", parts.path, "database.dump", "manifest.json"])
+            try await tar(["-cf", bad, "-C", parts.path, "database.dump", "manifest.json"])
 
             let copy = ProvisioningFixture.slug("restore-copy")
             let result = try await fixture.cli.run("tenant", "import", bad, "--as", copy)

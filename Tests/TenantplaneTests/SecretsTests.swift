@@ -86,10 +86,16 @@ struct SecretsTests {
         let output = Pipe()
         process.standardOutput = output
         process.standardError = FileHandle.nullDevice
+        let (exits, exited) = AsyncStream.makeStream(of: Int32.self, bufferingPolicy: .bufferingNewest(1))
+        process.terminationHandler = { exited.yield($0.terminationStatus) }
         try process.run()
         let data = await CLIRunner.readToEnd(output.fileHandleForReading)
-        process.waitUntilExit()
-        guard process.terminationStatus == 0 else { throw SetupError("pg_dump of the control database failed") }
+        var status: Int32 = -1
+        for await code in exits {
+            status = code
+            break
+        }
+        guard status == 0 else { throw SetupError("pg_dump of the control database failed") }
         return String(decoding: data, as: UTF8.self)
     }
 }
