@@ -41,14 +41,7 @@ public struct BackupContext: Sendable {
     /// Runs `body` on one control connection for its whole length (the
     /// tenant's advisory lock lives on it).
     func withControl<Result: Sendable>(_ body: (ControlStore) async throws -> Result) async throws -> Result {
-        if let controlPool {
-            return try await controlPool.withConnection { connection in
-                try await body(ControlStore(connection: connection, logger: logger))
-            }
-        }
-        return try await DatabaseConnection.with(controlURL, logger: logger) { connection in
-            try await body(ControlStore(connection: connection, logger: logger))
-        }
+        try await ControlStore.withConnection(pool: controlPool, url: controlURL, logger: logger, body)
     }
 
     var tools: PostgresTools {

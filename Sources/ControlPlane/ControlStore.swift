@@ -16,6 +16,22 @@ public struct ControlStore: Sendable {
         self.logger = logger
     }
 
+    /// Runs `body` on one control connection for its whole length (advisory
+    /// locks live on it): from the server's pool when there is one, else a
+    /// plain connection of its own (the CLI).
+    public static func withConnection<Result: Sendable>(
+        pool: PostgresClient?, url: PostgresURL, logger: Logger, _ body: (ControlStore) async throws -> Result
+    ) async throws -> Result {
+        if let pool {
+            return try await pool.withConnection { connection in
+                try await body(ControlStore(connection: connection, logger: logger))
+            }
+        }
+        return try await DatabaseConnection.with(url, logger: logger) { connection in
+            try await body(ControlStore(connection: connection, logger: logger))
+        }
+    }
+
     /// Runs `body` in one transaction of the control database.
     public func transaction<Result>(_ body: (ControlStore) async throws -> Result) async throws -> Result {
         try await connection.transaction(logger: logger) { _ in try await body(self) }

@@ -338,14 +338,7 @@ public struct Provisioner: Sendable {
     }
 
     private func withControl<Result: Sendable>(_ body: (ControlStore) async throws -> Result) async throws -> Result {
-        if let controlPool {
-            return try await controlPool.withConnection { connection in
-                try await body(ControlStore(connection: connection, logger: logger))
-            }
-        }
-        return try await DatabaseConnection.with(controlURL, logger: logger) { connection in
-            try await body(ControlStore(connection: connection, logger: logger))
-        }
+        try await ControlStore.withConnection(pool: controlPool, url: controlURL, logger: logger, body)
     }
 }
 
