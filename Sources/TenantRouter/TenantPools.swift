@@ -287,12 +287,7 @@ public final class TenantPools: Service, Sendable {
                     }
                     // Busy enough to queue behind its connections: a larger
                     // pool takes over and this one drains.
-                    state.pools[id] = nil
-                    if pool.inFlight == 0 {
-                        pool.stop.finish()
-                    } else {
-                        state.draining[ObjectIdentifier(pool.client)] = pool
-                    }
+                    retire(id, &state)
                     size = limits.perTenant
                     metrics.poolGrowths.increment()
                 } else {
@@ -372,10 +367,20 @@ public final class TenantPools: Service, Sendable {
         return true
     }
 
-    /// Stops a pool. Its reservation stays until `host` sees it closed.
+    /// Takes a pool out of use: it stops now if idle, else once its last
+    /// request checks in. Stopping a `PostgresClient` under a leased connection
+    /// can leave that connection's query waiting forever (seen in ops/soak: a
+    /// worker's run stuck `running` with its lease still renewed), so requests
+    /// in flight always finish on a live pool; those on a connection the server
+    /// ended fail by themselves. The reservation stays until `host` sees the
+    /// pool closed.
     private func retire(_ tenantID: String, _ state: inout State) {
         guard let pool = state.pools.removeValue(forKey: tenantID) else { return }
-        pool.stop.finish()
+        if pool.inFlight == 0 {
+            pool.stop.finish()
+        } else {
+            state.draining[ObjectIdentifier(pool.client)] = pool
+        }
         publish(state)
     }
 

@@ -140,4 +140,38 @@ struct TenantPoolsTests {
             }
         }
     }
+
+    /// A suspension, a move or an unreachable neighbour closes a tenant's pool
+    /// while its requests may still be running: they finish on the old pool
+    /// (a worker's step must not hang on a stopped one), and the pool closes
+    /// and gives its reservation back once they have.
+    @Test func aPoolClosedUnderARunningQueryLetsItFinishThenCloses() async throws {
+        try await ProvisioningFixture.with { fixture in
+            let tenant = try await identities(fixture, count: 1)[0]
+            try await withPools(.init(budget: 2, perTenant: 1, wait: .seconds(10))) { pools in
+                let (leased, signal) = AsyncStream.makeStream(of: Void.self)
+                async let answer = pools.withConnection(for: tenant) { connection in
+                    signal.yield()
+                    return try await connection.query("SELECT 42 FROM pg_sleep(1)", logger: TestCluster.logger)
+                        .collect().first!.decode(Int.self)
+                }
+                for await _ in leased { break }
+                pools.close(tenantID: tenant.tenantID)
+                #expect(pools.usage.openPools == 0)
+                #expect(pools.usage.reservedConnections == 1, "the closing pool keeps its reservation")
+                #expect(try await answer == 42)
+                var reserved = pools.usage.reservedConnections
+                for _ in 0..<100 where reserved > 0 {
+                    try await Task.sleep(for: .milliseconds(50))
+                    reserved = pools.usage.reservedConnections
+                }
+                #expect(reserved == 0)
+                // The tenant is served again, from a new pool.
+                let again = try await pools.withConnection(for: tenant) { connection in
+                    try await connection.query("SELECT 7", logger: TestCluster.logger).collect().first!.decode(Int.self)
+                }
+                #expect(again == 7)
+            }
+        }
+    }
 }
