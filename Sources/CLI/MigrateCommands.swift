@@ -37,7 +37,7 @@ extension Tenantplane.Migrate {
                 let controlURL = try context.settings.requireControlURL()
                 let outcome = try await context.withControl { store in
                     try await ControlDatabase.migrate(
-                        store.connection, migrations: migrations, controlURL: controlURL, secrets: context.secrets,
+                        store.connection.underlying, migrations: migrations, controlURL: controlURL, secrets: context.secrets,
                         logger: context.logger)
                 }
                 if output.json {
@@ -165,7 +165,7 @@ extension Tenantplane.Migrate {
                 let migrations = try MigrationSet(directory: context.settings.controlMigrationsDirectory)
                 let tenantMigrations = try MigrationSet(directory: context.settings.tenantMigrationsDirectory)
                 let (state, counts, troubled) = try await context.withControl { store in
-                    let state = try await Migrator(migrations: migrations).inspect(store.connection, logger: context.logger)
+                    let state = try await Migrator(migrations: migrations).inspect(store.connection.underlying, logger: context.logger)
                     let hasLedger = state.currentVersion >= 2
                     return (
                         state,

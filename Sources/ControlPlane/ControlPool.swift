@@ -29,7 +29,7 @@ public struct ControlPool: Sendable {
             }
         } catch is TimeoutError {
             throw ControlUnavailable()
-        } catch let error as PSQLError where error.meansConnectionLost {
+        } catch where error.meansConnectionLost {
             // The control database restarted or dropped us: the caller may
             // retry, as after a timeout; nothing was acknowledged.
             logger.warning("control database connection lost", metadata: ["error": "\(String(reflecting: error))"])

@@ -8,11 +8,11 @@ import PostgresNIO
 /// The control database, reached through one connection (a pooled one in the
 /// server, a plain one in the CLI).
 public struct ControlStore: Sendable {
-    public let connection: PostgresConnection
+    public let connection: LiveConnection
     public let logger: Logger
 
     public init(connection: PostgresConnection, logger: Logger) {
-        self.connection = connection
+        self.connection = LiveConnection(connection)
         self.logger = logger
     }
 

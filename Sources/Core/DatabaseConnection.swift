@@ -48,45 +48,21 @@ public enum DatabaseConnection {
 }
 
 extension PostgresConnection {
-    /// BEGIN … COMMIT around `body`, ROLLBACK when it throws. Unlike
-    /// `withTransaction`, the error that caused the rollback is rethrown as is,
-    /// so callers can read its SQLSTATE.
+    /// `LiveConnection.transaction` on a connection of one's own.
     public func transaction<Result>(
         logger: Logger,
         _ body: (PostgresConnection) async throws -> Result
     ) async throws -> Result {
-        try await query("BEGIN", logger: logger)
-        do {
-            let result = try await body(self)
-            try await query("COMMIT", logger: logger)
-            return result
-        } catch {
-            if !isClosed { _ = try? await query("ROLLBACK", logger: logger) }
-            throw error
-        }
+        try await LiveConnection(self).transaction(logger: logger) { try await body($0.underlying) }
     }
-}
 
-extension PostgresConnection {
-    /// Holds the session advisory lock `name` (hashed to a key; locks are
-    /// scoped to the connection's database) while `body` runs, waiting for it
-    /// when another session holds it. A connection that dies releases it.
+    /// `LiveConnection.withAdvisoryLock` on a connection of one's own.
     public func withAdvisoryLock<Result>(
         named name: String,
         logger: Logger,
         _ body: () async throws -> Result
     ) async throws -> Result {
-        try await query("SELECT pg_advisory_lock(hashtext(\(name)))", logger: logger)
-        do {
-            let result = try await body()
-            try await query("SELECT pg_advisory_unlock(hashtext(\(name)))", logger: logger)
-            return result
-        } catch {
-            if !isClosed {
-                _ = try? await query("SELECT pg_advisory_unlock(hashtext(\(name)))", logger: logger)
-            }
-            throw error
-        }
+        try await LiveConnection(self).withAdvisoryLock(named: name, logger: logger, body)
     }
 }
 
@@ -156,16 +132,3 @@ public enum DatabaseError: OperatorError {
     }
 }
 
-extension PSQLError {
-    /// The connection broke (server gone, backend terminated), as opposed to
-    /// the statement failing.
-    public var meansConnectionLost: Bool {
-        switch code {
-        case .serverClosedConnection, .connectionError, .clientClosedConnection, .uncleanShutdown, .poolClosed:
-            return true
-        default:
-            if let state = serverInfo?[.sqlState] { return state.hasPrefix("57P") || state == "08006" }
-            return false
-        }
-    }
-}

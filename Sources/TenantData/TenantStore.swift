@@ -1,3 +1,4 @@
+import Core
 import Foundation
 import Logging
 import PostgresNIO
@@ -5,12 +6,12 @@ import PostgresNIO
 /// One tenant's database, reached through a connection the router leased for
 /// that tenant. `actor` is who acts (`key:<key id>`), for the audit trail.
 public struct TenantStore: Sendable {
-    public let connection: PostgresConnection
+    public let connection: LiveConnection
     public let actor: String
     public let logger: Logger
 
     public init(connection: PostgresConnection, actor: String, logger: Logger) {
-        self.connection = connection
+        self.connection = LiveConnection(connection)
         self.actor = actor
         self.logger = logger
     }

@@ -173,7 +173,7 @@ public final class TenantPools: Service, Sendable {
                 throw TenantAccessError.databaseUnavailable
             }
             throw TenantAccessError.tenantBusy
-        } catch let error as PSQLError where error.meansConnectionLost {
+        } catch where error.meansConnectionLost {
             markUnreachable(tenant.tenantID, client)
             throw TenantAccessError.databaseUnavailable
         } catch let error as ConnectionPoolError where error == .poolShutdown {

@@ -103,18 +103,16 @@ struct LLMProvidersTests {
     func slowAnswerTimesOutAndIsRetried(style: ProviderStyle) async throws {
         let policy = RetryPolicy(maxRetries: 1, baseDelay: .milliseconds(1), maxDelay: .milliseconds(5))
         try await withFake(style, policy: policy, slowDelay: .seconds(30)) { fake, baseURL, gateway in
-            let started = ContinuousClock.now
             let error = await failure(gateway, "slow", fake.endpoint(baseURL, timeout: .milliseconds(200)))
-            let elapsed = ContinuousClock.now - started
             guard case .unreachable(let detail) = error else {
                 Issue.record("expected unreachable, got \(String(describing: error))")
                 return
             }
             #expect(detail.contains("within"))
             #expect(fake.requests(for: "slow") == 2)
-            // Two attempts of 200 ms, not the fake's thirty seconds (wide slack: with the
-            // whole suite running on two cores, timers fire late).
-            #expect(elapsed < .seconds(20))
+            // Both attempts were given up on before the fake's thirty seconds ran out
+            // (a wall-clock bound would depend on how loaded the machine is).
+            #expect(fake.slowAnswersSent == 0)
         }
     }
 

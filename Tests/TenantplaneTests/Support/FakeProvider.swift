@@ -29,6 +29,7 @@ final class FakeProvider: Sendable {
     let apiKey: String
     let slowDelay: Duration
     private let counts = Mutex<[String: Int]>([:])
+    private let slowAnswers = Mutex(0)
 
     init(style: ProviderStyle, apiKey: String = FakeProvider.apiKey, slowDelay: Duration = .seconds(1)) {
         self.style = style
@@ -40,6 +41,9 @@ final class FakeProvider: Sendable {
     func requests(for model: String) -> Int { counts.withLock { $0[model, default: 0] } }
 
     var totalRequests: Int { counts.withLock { $0.values.reduce(0, +) } }
+
+    /// Answers to `slow` the fake got as far as sending, after their delay.
+    var slowAnswersSent: Int { slowAnswers.withLock { $0 } }
 
     /// Serves the fake on 127.0.0.1 and runs `body` with its base URL.
     func serve<Value: Sendable>(_ body: @Sendable (_ baseURL: String) async throws -> Value) async throws -> Value {
@@ -102,6 +106,7 @@ final class FakeProvider: Sendable {
             return success(asked)
         case "slow":
             try await Task.sleep(for: slowDelay)
+            slowAnswers.withLock { $0 += 1 }
             return success(asked)
         case "flaky":
             return count <= 2 ? error(429, "slow down") : success(asked)

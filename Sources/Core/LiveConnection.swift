@@ -1,0 +1,98 @@
+import Logging
+import PostgresNIO
+
+/// A leased connection that refuses a statement at once when the server has
+/// already closed it (a PostgreSQL restart, `pg_terminate_backend` on a
+/// suspension or a fence).
+///
+/// postgres-nio 1.33 writes a query to its channel without a write promise:
+/// on a channel that closed between two statements the write is dropped and
+/// the query's own promise is never completed, so its `await` never returns
+/// and cancellation does not reach it. ops/soak showed it: a worker's step
+/// waited forever inside a transaction whose backend a suspension had ended,
+/// while the run's lease went on being renewed. Checking before each statement
+/// leaves only the moment between the check and the channel's write.
+public struct LiveConnection: Sendable {
+    public let underlying: PostgresConnection
+
+    public init(_ underlying: PostgresConnection) {
+        self.underlying = underlying
+    }
+
+    public var isClosed: Bool { underlying.isClosed }
+
+    @discardableResult
+    public func query(
+        _ query: PostgresQuery, logger: Logger, file: String = #fileID, line: Int = #line
+    ) async throws -> PostgresRowSequence {
+        guard !underlying.isClosed else { throw ConnectionClosed() }
+        return try await underlying.query(query, logger: logger, file: file, line: line)
+    }
+
+    public func execute<Statement: PostgresPreparedStatement, Row>(
+        _ statement: Statement, logger: Logger, file: String = #fileID, line: Int = #line
+    ) async throws -> AsyncThrowingMapSequence<PostgresRowSequence, Row> where Row == Statement.Row {
+        guard !underlying.isClosed else { throw ConnectionClosed() }
+        return try await underlying.execute(statement, logger: logger, file: file, line: line)
+    }
+
+    /// BEGIN … COMMIT around `body`, ROLLBACK when it throws; the error that
+    /// caused the rollback is rethrown as is, so callers can read its SQLSTATE.
+    public func transaction<Result>(logger: Logger, _ body: (LiveConnection) async throws -> Result) async throws
+        -> Result
+    {
+        try await query("BEGIN", logger: logger)
+        do {
+            let result = try await body(self)
+            try await query("COMMIT", logger: logger)
+            return result
+        } catch {
+            if !isClosed { _ = try? await query("ROLLBACK", logger: logger) }
+            throw error
+        }
+    }
+}
+
+extension LiveConnection {
+    /// Holds the session advisory lock `name` (hashed to a key; locks are
+    /// scoped to the connection's database) while `body` runs, waiting for it
+    /// when another session holds it. A connection that dies releases it.
+    public func withAdvisoryLock<Result>(
+        named name: String,
+        logger: Logger,
+        _ body: () async throws -> Result
+    ) async throws -> Result {
+        try await query("SELECT pg_advisory_lock(hashtext(\(name)))", logger: logger)
+        do {
+            let result = try await body()
+            try await query("SELECT pg_advisory_unlock(hashtext(\(name)))", logger: logger)
+            return result
+        } catch {
+            if !isClosed {
+                _ = try? await query("SELECT pg_advisory_unlock(hashtext(\(name)))", logger: logger)
+            }
+            throw error
+        }
+    }
+}
+
+/// The server had closed the connection before the statement was sent.
+public struct ConnectionClosed: Error, Sendable {
+    public init() {}
+}
+
+extension Error {
+    /// The connection broke (server gone, backend terminated), as opposed to
+    /// the statement failing.
+    public var meansConnectionLost: Bool {
+        if self is ConnectionClosed { return true }
+        guard let psql = self as? PSQLError else { return false }
+        switch psql.code {
+        case .serverClosedConnection, .connectionError, .clientClosedConnection, .uncleanShutdown, .poolClosed:
+            return true
+        default:
+            if let state = psql.serverInfo?[.sqlState] { return state.hasPrefix("57P") || state == "08006" }
+            return false
+        }
+    }
+}
