@@ -76,9 +76,14 @@ extension LiveConnection {
     }
 }
 
-/// The server had closed the connection before the statement was sent.
-public struct ConnectionClosed: Error, Sendable {
+/// The server had closed the connection before the statement was sent, so
+/// nothing of it ran; trying again on a new connection is safe.
+public struct ConnectionClosed: OperatorError {
     public init() {}
+
+    public var httpStatus: Int { 503 }
+    public var code: String { "database_connection_lost" }
+    public var message: String { "the database closed the connection (restarted or ended the session); retry shortly" }
 }
 
 extension Error {
