@@ -326,10 +326,13 @@ struct RunEngineTests {
                 let status = try await api.call(.get, "/v1/runs/\(id)", key: a.key).json["status"] as? String
                 #expect(status == "running" || status == "pending")
 
-                // The next server takes the run over once the dead one's lease ends.
-                _ = try await server.runAndKill(["serve", "--port", port], after: .seconds(25))
+                // The next server takes the run over once the dead one's lease ends
+                // (generous time: the whole suite shares two cores).
+                let second = try await server.runAndKill(["serve", "--port", port], after: .seconds(40))
                 let run = try await api.call(.get, "/v1/runs/\(id)", key: a.key).json
-                #expect(run["status"] as? String == "completed")
+                #expect(
+                    run["status"] as? String == "completed",
+                    "the second server's log ends: \(second.stdout.suffix(1500)) \(second.stderr.suffix(3000))")
                 let after = try await TestCluster.query(
                     url, "SELECT step, completed_at::text FROM steps WHERE run_id = \(UUID(uuidString: id)!) AND status = 'completed'"
                 ).map { try $0.decode((String, String).self) }
