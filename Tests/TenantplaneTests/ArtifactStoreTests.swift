@@ -525,27 +525,12 @@ private func chunks(_ bytes: [UInt8], size: Int) -> AsyncStream<ByteBuffer> {
     }
 }
 
-/// sha256 of a file by coreutils, independent of the store's own hashing. The
-/// process is awaited on a Dispatch thread, not on Swift's cooperative pool.
+/// sha256 of a file by coreutils, independent of the store's own hashing.
 private func sha256sum(_ path: String) async throws -> String {
-    try await withCheckedThrowingContinuation { continuation in
-        DispatchQueue.global().async {
-            do {
-                let process = Process()
-                process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-                process.arguments = ["sha256sum", "--", path]
-                let pipe = Pipe()
-                process.standardOutput = pipe
-                try process.run()
-                let output = pipe.fileHandleForReading.readDataToEndOfFile()
-                process.waitUntilExit()
-                guard process.terminationStatus == 0 else { throw SHA256SumFailed() }
-                continuation.resume(returning: String(String(decoding: output, as: UTF8.self).prefix(64)))
-            } catch {
-                continuation.resume(throwing: error)
-            }
-        }
-    }
+    let result = try await CLIRunner.runProcess(
+        URL(fileURLWithPath: "/usr/bin/env"), ["sha256sum", "--", path], environment: nil)
+    guard result.exitCode == 0 else { throw SHA256SumFailed() }
+    return String(result.stdout.prefix(64))
 }
 
 private struct SHA256SumFailed: Error {}

@@ -73,25 +73,10 @@ private func temporaryDirectory() throws -> URL {
     return url
 }
 
-/// Runs GNU tar (to take archives apart and build hostile ones), on a
-/// Dispatch thread: the cooperative pool must never block on a child process.
+/// Runs GNU tar (to take archives apart and build hostile ones).
 private func tar(_ arguments: [String]) async throws {
-    let status: Int32 = try await withCheckedThrowingContinuation { continuation in
-        DispatchQueue.global().async {
-            do {
-                let process = Process()
-                process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-                process.arguments = ["tar"] + arguments
-                process.standardError = FileHandle.nullDevice
-                try process.run()
-                process.waitUntilExit()
-                continuation.resume(returning: process.terminationStatus)
-            } catch {
-                continuation.resume(throwing: error)
-            }
-        }
-    }
-    guard status == 0 else { throw SetupError("tar \(arguments.joined(separator: " ")) failed") }
+    let result = try await CLIRunner.runProcess(URL(fileURLWithPath: "/usr/bin/env"), ["tar"] + arguments, environment: nil)
+    guard result.exitCode == 0 else { throw SetupError("tar \(arguments.joined(separator: " ")) failed: \(result.stderr)") }
 }
 
 extension ProvisioningFixture {

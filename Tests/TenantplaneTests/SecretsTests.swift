@@ -79,23 +79,10 @@ struct SecretsTests {
         guard let bin = ProcessInfo.processInfo.environment["TENANTPLANE_TEST_PG_BINDIR"] else {
             throw SetupError("TENANTPLANE_TEST_PG_BINDIR is not set: run the tests with ops/test")
         }
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "\(bin)/pg_dump")
-        process.arguments = ["--dbname=\(url.redacted)"]
-        process.environment = ["PGPASSWORD": url.password ?? ""]
-        let output = Pipe()
-        process.standardOutput = output
-        process.standardError = FileHandle.nullDevice
-        let (exits, exited) = AsyncStream.makeStream(of: Int32.self, bufferingPolicy: .bufferingNewest(1))
-        process.terminationHandler = { exited.yield($0.terminationStatus) }
-        try process.run()
-        let data = await CLIRunner.readToEnd(output.fileHandleForReading)
-        var status: Int32 = -1
-        for await code in exits {
-            status = code
-            break
-        }
-        guard status == 0 else { throw SetupError("pg_dump of the control database failed") }
-        return String(decoding: data, as: UTF8.self)
+        let result = try await CLIRunner.runProcess(
+            URL(fileURLWithPath: "\(bin)/pg_dump"), ["--dbname=\(url.redacted)"],
+            environment: ["PGPASSWORD": url.password ?? ""])
+        guard result.exitCode == 0 else { throw SetupError("pg_dump of the control database failed") }
+        return result.stdout
     }
 }

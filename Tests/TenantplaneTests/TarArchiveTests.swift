@@ -105,16 +105,16 @@ struct TarArchiveTests {
         try writer.finish()
 
         let listing = try await runGNUTar(["-tvf", archive])
-        #expect(listing.status == 0, "\(listing.error)")
-        #expect(listing.error.isEmpty, "\(listing.error)")
-        let names = listing.output.split(separator: "\n").map { String($0.split(separator: " ").last ?? "") }
+        #expect(listing.exitCode == 0, "\(listing.stderr)")
+        #expect(listing.stderr.isEmpty, "\(listing.stderr)")
+        let names = listing.stdout.split(separator: "\n").map { String($0.split(separator: " ").last ?? "") }
         #expect(names == ["artifacts/", "artifacts/x/"] + contents.map(\.0))
 
         let target = dir.path("extracted")
         try FileManager.default.createDirectory(atPath: target, withIntermediateDirectories: false)
         let extraction = try await runGNUTar(["-xf", archive, "-C", target])
-        #expect(extraction.status == 0, "\(extraction.error)")
-        #expect(extraction.error.isEmpty, "\(extraction.error)")
+        #expect(extraction.exitCode == 0, "\(extraction.stderr)")
+        #expect(extraction.stderr.isEmpty, "\(extraction.stderr)")
         for (name, bytes) in contents {
             #expect(try Data(contentsOf: URL(fileURLWithPath: target + "/" + name)) == Data(bytes), "\(name)")
         }
@@ -141,7 +141,7 @@ struct TarArchiveTests {
         }
         let archive = dir.path("gnu.tar")
         let creation = try await runGNUTar(["--format=\(format)", "-cf", archive, "-C", source, "."])
-        try #require(creation.status == 0, "\(creation.error)")
+        try #require(creation.exitCode == 0, "\(creation.stderr)")
 
         var directories: Set<String> = []
         var fileNames: Set<String> = []
@@ -258,7 +258,7 @@ struct TarArchiveTests {
         for (format, members, type) in [("pax", ["symlink"], "2"), ("gnu", ["file", "hardlink"], "1"), ("pax", ["file", "hardlink"], "1")] {
             let archive = dir.path("links-\(format)-\(type).tar")
             let creation = try await runGNUTar(["--format=\(format)", "-cf", archive, "-C", source] + members)
-            try #require(creation.status == 0, "\(creation.error)")
+            try #require(creation.exitCode == 0, "\(creation.stderr)")
             #expect(throws: ArchiveError.unsupportedMember(name: members.last!, type: type)) { try tarDrain(archive) }
         }
     }
@@ -484,48 +484,7 @@ struct TarName: Sendable, CustomTestStringConvertible {
     }
 }
 
-private struct TarRun: Sendable {
-    let status: Int32
-    let output: String
-    let error: String
-}
-
-/// Runs /usr/bin/tar; the process is awaited on a Dispatch thread, not on
-/// Swift's cooperative pool.
-private func runGNUTar(_ arguments: [String]) async throws -> TarRun {
-    try await withCheckedThrowingContinuation { continuation in
-        DispatchQueue.global().async {
-            do {
-                let process = Process()
-                process.executableURL = URL(fileURLWithPath: "/usr/bin/tar")
-                process.arguments = arguments
-                let output = Pipe()
-                let error = Pipe()
-                process.standardOutput = output
-                process.standardError = error
-                try process.run()
-                // Stderr is read on another thread so that neither pipe can fill up and stall tar.
-                let errorData = LockedData()
-                let group = DispatchGroup()
-                DispatchQueue.global().async(group: group) { errorData.set(error.fileHandleForReading.readDataToEndOfFile()) }
-                let outputData = output.fileHandleForReading.readDataToEndOfFile()
-                group.wait()
-                process.waitUntilExit()
-                continuation.resume(returning: TarRun(
-                    status: process.terminationStatus,
-                    output: String(decoding: outputData, as: UTF8.self),
-                    error: String(decoding: errorData.get(), as: UTF8.self)
-                ))
-            } catch {
-                continuation.resume(throwing: error)
-            }
-        }
-    }
-}
-
-private final class LockedData: @unchecked Sendable {  // guarded by `lock`
-    private let lock = NSLock()
-    private var data = Data()
-    func set(_ value: Data) { lock.withLock { data = value } }
-    func get() -> Data { lock.withLock { data } }
+/// Runs /usr/bin/tar.
+private func runGNUTar(_ arguments: [String]) async throws -> CLIRunner.Result {
+    try await CLIRunner.runProcess(URL(fileURLWithPath: "/usr/bin/tar"), arguments, environment: nil)
 }

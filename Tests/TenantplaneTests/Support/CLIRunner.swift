@@ -70,19 +70,27 @@ struct CLIRunner: Sendable {
     }
 
     func run(_ arguments: [String], killAfter: Duration? = nil) async throws -> Result {
+        try await Self.runProcess(try Self.binary, arguments, environment: environment, killAfter: killAfter)
+    }
+
+    /// Runs any program (the real `tar`, `pg_dump`, …) and collects its output.
+    /// `environment` nil inherits this process's. Pipes are drained and the
+    /// exit awaited on Dispatch threads: blocking Swift's cooperative pool (two
+    /// threads here) would stall other tests.
+    static func runProcess(
+        _ executable: URL, _ arguments: [String], environment: [String: String]?, killAfter: Duration? = nil
+    ) async throws -> Result {
         let process = Process()
-        process.executableURL = try Self.binary
+        process.executableURL = executable
         process.arguments = arguments
-        process.environment = environment
+        if let environment { process.environment = environment }
         let stdout = Pipe()
         let stderr = Pipe()
         process.standardOutput = stdout
         process.standardError = stderr
         process.standardInput = FileHandle.nullDevice
-        // Pipes are drained and the exit awaited on Dispatch threads: blocking
-        // Swift's cooperative pool (two threads here) would stall other tests.
-        async let outData = Self.readToEnd(stdout.fileHandleForReading)
-        async let errData = Self.readToEnd(stderr.fileHandleForReading)
+        async let outData = readToEnd(stdout.fileHandleForReading)
+        async let errData = readToEnd(stderr.fileHandleForReading)
         let exitCode: Int32 = try await withCheckedThrowingContinuation { continuation in
             process.terminationHandler = { continuation.resume(returning: $0.terminationStatus) }
             do {
