@@ -56,18 +56,33 @@ enum Output {
     }()
 
     static func json(_ value: some Encodable) throws {
-        let data = try encoder.encode(value)
-        FileHandle.standardOutput.write(data)
-        FileHandle.standardOutput.write(Data("\n".utf8))
+        var data = try encoder.encode(value)
+        data.append(contentsOf: Data("\n".utf8))
+        standardOutput(data)
     }
 
     static func line(_ text: String) {
-        FileHandle.standardOutput.write(Data((text + "\n").utf8))
+        standardOutput(Data((text + "\n").utf8))
     }
 
     /// Stderr, for progress and warnings that scripts reading stdout must not see.
     static func note(_ text: String) {
-        FileHandle.standardError.write(Data((text + "\n").utf8))
+        standardError(Data((text + "\n").utf8))
+    }
+
+    /// A reader that went away (`tenantplane tenant list --json | head`) ends
+    /// the command quietly, as SIGPIPE would have, instead of the crash that
+    /// `FileHandle.write(_:)` makes of the error.
+    static func standardOutput(_ data: Data) {
+        do {
+            try FileHandle.standardOutput.write(contentsOf: data)
+        } catch {
+            exit(141)
+        }
+    }
+
+    static func standardError(_ data: Data) {
+        try? FileHandle.standardError.write(contentsOf: data)
     }
 
     /// Columns padded to the widest cell.

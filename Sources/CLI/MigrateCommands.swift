@@ -237,10 +237,10 @@ final class ProgressPrinter: Sendable {
             return false
         }
         guard shouldPrint else { return }
-        FileHandle.standardError.write(Data((isTerminal ? "\r\u{1B}[K" + line : line + "\n").utf8))
+        Output.standardError(Data((isTerminal ? "\r\u{1B}[K" + line : line + "\n").utf8))
     }
 
     func finish() {
-        if isTerminal, state.withLock({ $0.printed }) { FileHandle.standardError.write(Data("\n".utf8)) }
+        if isTerminal, state.withLock({ $0.printed }) { Output.standardError(Data("\n".utf8)) }
     }
 }

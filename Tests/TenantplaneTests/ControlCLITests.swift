@@ -92,6 +92,19 @@ struct ControlCLITests {
         #expect(keyResult.stderr.contains("TENANTPLANE_MASTER_KEY must be the base64 of exactly 32 bytes"))
     }
 
+    @Test func aReaderThatGoesAwayEndsTheCommandQuietly() async throws {
+        try await TestCluster.withScratchDatabase { url in
+            let cli = try CLIRunner.forControlDatabase(url)
+            #expect(try await cli.run("migrate", "control").exitCode == 0)
+            // `true` exits at once, long before the command has its answer to write.
+            let piped = try await CLIRunner.runProcess(
+                URL(fileURLWithPath: "/bin/sh"),
+                ["-c", #"("$0" server list --json; echo "exit=$?" >&2) | true"#, try CLIRunner.binary.path],
+                environment: cli.environment)
+            #expect(piped.stderr == "exit=141\n", "\(piped.stderr.prefix(400))")
+        }
+    }
+
     @Test func anUnreachableControlDatabaseIsAClearError() async throws {
         let cli = try CLIRunner.forControlDatabase(try PostgresURL("postgres://u:p@127.0.0.1:1/db?sslmode=disable"))
         let result = try await cli.run("migrate", "control")
