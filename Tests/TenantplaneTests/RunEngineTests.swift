@@ -315,7 +315,7 @@ struct RunEngineTests {
                     "TENANTPLANE_WORKER_POLL": "50ms", "TENANTPLANE_RUN_LEASE": "2s",
                     "TENANTPLANE_FAKE_PROVIDER_API_KEY": FakeProvider.apiKey,
                 ]) { $1 }
-                let port = String(Int.random(in: 20_000...60_000))
+                let port = String(try freeLoopbackPort())
                 // The first server dies by SIGKILL in the middle of the run.
                 _ = try await server.runAndKill(["serve", "--port", port], after: .milliseconds(3000))
                 let url = try await api.provisioning.tenantURL(a.slug)

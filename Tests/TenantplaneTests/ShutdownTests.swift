@@ -43,7 +43,7 @@ struct ShutdownTests {
                     "TENANTPLANE_WORKER_POLL": "50ms", "TENANTPLANE_RUN_LEASE": "60s",
                     "TENANTPLANE_FAKE_PROVIDER_API_KEY": FakeProvider.apiKey,
                 ]) { $1 }
-                let port = Int.random(in: 20_000...60_000)
+                let port = try freeLoopbackPort()
                 let serve = try server.start(["serve", "--port", String(port)])
                 let base = "http://127.0.0.1:\(port)"
                 let tenantURL = try await api.provisioning.tenantURL(a.slug)
