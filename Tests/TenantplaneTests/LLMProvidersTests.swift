@@ -103,7 +103,9 @@ struct LLMProvidersTests {
     func slowAnswerTimesOutAndIsRetried(style: ProviderStyle) async throws {
         let policy = RetryPolicy(maxRetries: 1, baseDelay: .milliseconds(1), maxDelay: .milliseconds(5))
         try await withFake(style, policy: policy, slowDelay: .seconds(30)) { fake, baseURL, gateway in
-            let error = await failure(gateway, "slow", fake.endpoint(baseURL, timeout: .milliseconds(200)))
+            // Two seconds per attempt: with 200 ms, a loaded machine once gave up on the
+            // second attempt before its request had even reached the fake.
+            let error = await failure(gateway, "slow", fake.endpoint(baseURL, timeout: .seconds(2)))
             guard case .unreachable(let detail) = error else {
                 Issue.record("expected unreachable, got \(String(describing: error))")
                 return
