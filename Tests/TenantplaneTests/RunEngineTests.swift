@@ -327,9 +327,20 @@ struct RunEngineTests {
                 #expect(status == "running" || status == "pending")
 
                 // The next server takes the run over once the dead one's lease ends
-                // (generous time: the whole suite shares two cores).
-                let second = try await server.runAndKill(["serve", "--port", port], after: .seconds(40))
-                let run = try await api.call(.get, "/v1/runs/\(id)", key: a.key).json
+                // (up to 40 s: the whole suite shares two cores), then is stopped.
+                let next = try server.start(["serve", "--port", port])
+                var run: [String: Any] = [:]
+                do {
+                    _ = try await api.eventually(within: .seconds(40)) {
+                        run = try await api.call(.get, "/v1/runs/\(id)", key: a.key).json
+                        return run["status"] as? String == "completed"
+                    }
+                } catch {
+                    next.send(SIGKILL)
+                    throw error
+                }
+                next.send(SIGKILL)
+                let second = await next.result
                 #expect(
                     run["status"] as? String == "completed",
                     "the second server's log ends: \(second.stdout.suffix(1500)) \(second.stderr.suffix(3000))")
