@@ -372,8 +372,8 @@ public final class TenantPools: Service, Sendable {
     /// can leave that connection's query waiting forever (seen in ops/soak: a
     /// worker's run stuck `running` with its lease still renewed), so requests
     /// in flight always finish on a live pool; those on a connection the server
-    /// ended fail at their next statement (`LiveConnection`). The reservation stays until `host` sees the
-    /// pool closed.
+    /// ended fail at their next statement (`LiveConnection`). The reservation
+    /// stays until `host` sees the pool closed.
     private func retire(_ tenantID: String, _ state: inout State) {
         guard let pool = state.pools.removeValue(forKey: tenantID) else { return }
         if pool.inFlight == 0 {
