@@ -124,8 +124,7 @@ public struct Provisioner: Sendable {
                 return result
             }
 
-            let version = try await migrateTenantDatabase(
-                names, adminURL: adminURL, copiedCurrentTemplate: origin == .template || origin == .refreshedTemplate)
+            let version = try await migrateTenantDatabase(names, adminURL: adminURL, origin: origin)
             try await store.setSchemaVersion(slug, version, fingerprint: migrations.fingerprint)
             try await store.setProvisioningStep(slug, ProvisioningStep.migrate.rawValue)
             try finished(.migrate, slug: slug, since: started)
@@ -191,27 +190,30 @@ public struct Provisioner: Sendable {
         return (origin, note)
     }
 
-    /// Hands objects copied from the template to the tenant's role, then applies
-    /// whatever migrations are pending as that role. A fresh copy of a current
-    /// template has none pending, so only the hand-over runs (one round trip).
-    /// Returns the schema version.
-    private func migrateTenantDatabase(_ names: TenantNames, adminURL: PostgresURL, copiedCurrentTemplate: Bool)
+    /// Applies whatever migrations are pending, as the tenant's role. A copy of
+    /// a current template has none, and its objects already belong to the
+    /// tenant (see `TemplateDatabase`): nothing to connect to. Returns the
+    /// schema version.
+    private func migrateTenantDatabase(_ names: TenantNames, adminURL: PostgresURL, origin: DatabaseOrigin)
         async throws -> Int
     {
-        try await DatabaseConnection.with(adminURL.with(database: names.database.name), logger: logger) { connection in
-            let owner = TemplateDatabase.owner
-            try await connection.query(
-                PostgresQuery(
-                    unsafeSQL: """
-                        DO $handover$ BEGIN
-                            IF EXISTS (SELECT FROM pg_roles WHERE rolname = '\(owner.name)') THEN
-                                REASSIGN OWNED BY \(owner.quoted) TO \(names.role.quoted);
-                                DROP OWNED BY \(owner.quoted);
-                            END IF;
-                        END $handover$
-                        """),
-                logger: logger)
-            if copiedCurrentTemplate { return migrations.latestVersion }
+        if origin == .template || origin == .refreshedTemplate { return migrations.latestVersion }
+        return try await DatabaseConnection.with(adminURL.with(database: names.database.name), logger: logger) { connection in
+            if origin == .existing {
+                // A copy an earlier version left half-made still has the retired template layout.
+                let retired = TemplateDatabase.retiredOwner
+                try await connection.query(
+                    PostgresQuery(
+                        unsafeSQL: """
+                            DO $handover$ BEGIN
+                                IF EXISTS (SELECT FROM pg_roles WHERE rolname = '\(retired.name)') THEN
+                                    REASSIGN OWNED BY \(retired.quoted) TO \(names.role.quoted);
+                                    DROP OWNED BY \(retired.quoted);
+                                END IF;
+                            END $handover$
+                            """),
+                    logger: logger)
+            }
             try await connection.query(PostgresQuery(unsafeSQL: "SET ROLE \(names.role.quoted)"), logger: logger)
             let report = try await Migrator(migrations: migrations).migrate(connection, logger: logger)
             try await connection.query("RESET ROLE", logger: logger)

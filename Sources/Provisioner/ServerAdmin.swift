@@ -106,6 +106,29 @@ public struct ServerAdmin {
         try await connection.query(PostgresQuery(unsafeSQL: "DROP ROLE IF EXISTS \(role.quoted)"), logger: logger)
     }
 
+    /// Drops a role unless something still depends on it, which keeps it.
+    public func dropRoleIfUnused(_ role: SQLIdentifier) async throws {
+        do {
+            try await dropRole(role)
+        } catch where error.sqlState == "2BP01" {
+            logger.info("role still in use, kept", metadata: ["role": "\(role.name)"])
+        }
+    }
+
+    /// Whether `role` owns, or holds a privilege on, anything in `database`:
+    /// the cluster-wide `pg_shdepend` records both, so no connection to it is needed.
+    public func role(_ role: SQLIdentifier, holdsObjectsIn database: SQLIdentifier) async throws -> Bool {
+        try await connection.query(
+            """
+            SELECT 1 FROM pg_shdepend d
+            JOIN pg_roles r ON r.oid = d.refobjid JOIN pg_database db ON db.oid = d.dbid
+            WHERE d.refclassid = 'pg_authid'::regclass AND r.rolname = \(role.name) AND db.datname = \(database.name)
+            LIMIT 1
+            """,
+            logger: logger
+        ).collect().count == 1
+    }
+
     /// Runs `format(statement, arguments…)` on the server. The arguments travel
     /// as bound parameters (session settings), never as SQL text.
     func executeFormatted(_ statement: StaticString, _ first: String, _ second: String) async throws {

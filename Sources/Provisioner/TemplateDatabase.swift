@@ -8,12 +8,17 @@ import PostgresNIO
 /// migration, so new tenants are copied from it, born current, instead of
 /// replaying every migration.
 ///
-/// Its objects belong to the NOLOGIN role `tenantplane_template_owner`; a copy
-/// hands them to the tenant's role with `REASSIGN OWNED`. The database itself
-/// belongs to the admin, so that reassignment can never touch it.
+/// Its objects belong to `pg_database_owner`, PostgreSQL's predefined role
+/// whose one member is the owner of the current database. In a copy owned by
+/// a tenant's role, that role alone owns them, with no hand-over and no
+/// connection into the new database; no other role (another tenant's) is a
+/// member there. The template itself belongs to the admin.
 struct TemplateDatabase {
     static let defaultName = "tenantplane_template"
-    static let owner = try! SQLIdentifier("tenantplane_template_owner")
+    static let objectOwner = try! SQLIdentifier("pg_database_owner")
+    /// Earlier versions gave the template's objects to this NOLOGIN role and
+    /// reassigned them in every copy; such a template is rebuilt, the role dropped.
+    static let retiredOwner = try! SQLIdentifier("tenantplane_template_owner")
 
     let database: SQLIdentifier
     let migrations: MigrationSet
@@ -26,7 +31,7 @@ struct TemplateDatabase {
     }
 
     /// Brings the template to `migrations`: created when missing, migrated when
-    /// behind, rebuilt when it drifted from the files.
+    /// behind, rebuilt when it drifted from the files or has the retired layout.
     /// Concurrent callers (several `create`s at once) take turns under an
     /// advisory lock of the admin database; the later ones find it current.
     func ensureCurrent(adminURL: PostgresURL) async throws -> Outcome {
@@ -39,32 +44,35 @@ struct TemplateDatabase {
 
     private func ensureCurrentWhileLocked(adminURL: PostgresURL) async throws -> Outcome {
         var outcome = Outcome.current
+        var retiredLayout = false
         try await DatabaseConnection.with(adminURL, logger: logger) { connection in
             let admin = ServerAdmin(connection: connection, logger: logger)
-            try await admin.ensureNoLoginRole(Self.owner)
             if try await !admin.databaseExists(database) {
-                try await create(admin, adminURL: adminURL)
+                try await create(admin)
                 outcome = .rebuilt
+            } else {
+                retiredLayout = try await admin.role(Self.retiredOwner, holdsObjectsIn: database)
             }
         }
         let templateURL = adminURL.with(database: database.name)
         let state = try await DatabaseConnection.with(templateURL, logger: logger) { connection in
             try await Migrator(migrations: migrations).inspect(connection, logger: logger)
         }
-        if !state.drift.isEmpty {
+        if !state.drift.isEmpty || retiredLayout {
             try await DatabaseConnection.with(adminURL, logger: logger) { connection in
                 let admin = ServerAdmin(connection: connection, logger: logger)
                 try await connection.query(
                     PostgresQuery(unsafeSQL: "ALTER DATABASE \(database.quoted) WITH IS_TEMPLATE false"),
                     logger: logger)
                 try await admin.dropDatabase(database)
-                try await create(admin, adminURL: adminURL)
+                try await create(admin)
+                if retiredLayout { try await admin.dropRoleIfUnused(Self.retiredOwner) }
             }
             outcome = .rebuilt
         }
         if !state.pending.isEmpty || outcome == .rebuilt {
             try await DatabaseConnection.with(templateURL, logger: logger) { connection in
-                try await connection.query(PostgresQuery(unsafeSQL: "SET ROLE \(Self.owner.quoted)"), logger: logger)
+                try await connection.query(PostgresQuery(unsafeSQL: "SET ROLE \(Self.objectOwner.quoted)"), logger: logger)
                 try await Migrator(migrations: migrations).migrate(connection, logger: logger)
             }
             if outcome == .current { outcome = .migrated }
@@ -72,7 +80,7 @@ struct TemplateDatabase {
         return outcome
     }
 
-    private func create(_ admin: ServerAdmin, adminURL: PostgresURL) async throws {
+    private func create(_ admin: ServerAdmin) async throws {
         try await admin.connection.query(
             PostgresQuery(
                 unsafeSQL: "CREATE DATABASE \(database.quoted) TEMPLATE template0 STRATEGY WAL_LOG IS_TEMPLATE true"),
@@ -80,10 +88,5 @@ struct TemplateDatabase {
         try await admin.connection.query(
             PostgresQuery(unsafeSQL: "REVOKE CONNECT, TEMPORARY ON DATABASE \(database.quoted) FROM PUBLIC"),
             logger: logger)
-        // The owner role creates the schema's objects; copies revoke this grant.
-        try await DatabaseConnection.with(adminURL.with(database: database.name), logger: logger) { connection in
-            try await connection.query(
-                PostgresQuery(unsafeSQL: "GRANT USAGE, CREATE ON SCHEMA public TO \(Self.owner.quoted)"), logger: logger)
-        }
     }
 }

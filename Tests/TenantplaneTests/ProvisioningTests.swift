@@ -105,13 +105,22 @@ struct ProvisioningTests {
             let shown = try await fixture.cli.run("tenant", "show", slug, "--json")
             #expect(try #require(try shown.jsonObject() as? [String: Any])["status"] as? String == "active")
 
-            // The role logs in with its real password and owns its tables.
+            // The role logs in with its real password, owns its database and,
+            // through pg_database_owner (the template's objects are copied
+            // with that owner), every table in it.
             let url = try await fixture.tenantURL(slug)
             #expect(url.password.map { !(tenant["database_url"] as! String).contains($0) } == true)
             let owners = try await TestCluster.query(
-                url, "SELECT DISTINCT tableowner::text FROM pg_tables WHERE schemaname = 'public'")
-            #expect(try owners.map { try $0.decode(String.self) } == [try TenantSlug(slug).roleName])
+                url,
+                """
+                SELECT DISTINCT pg_get_userbyid(d.datdba)::text, t.tableowner::text FROM pg_tables t, pg_database d
+                WHERE t.schemaname = 'public' AND d.datname = current_database()
+                """)
+            #expect(try owners.map { try $0.decode((String, String).self) }.map { "\($0.0) \($0.1)" }
+                == ["\(try TenantSlug(slug).roleName) pg_database_owner"])
             _ = try await TestCluster.query(url, "INSERT INTO runs (status) VALUES ('pending')")
+            _ = try await TestCluster.query(url, "ALTER TABLE runs ADD COLUMN owner_probe int")
+            _ = try await TestCluster.query(url, "ALTER TABLE runs DROP COLUMN owner_probe")
 
             // No password in plain text anywhere in the control database.
             let dump = try await TestCluster.query(
@@ -218,6 +227,18 @@ struct ProvisioningTests {
                     _ = try await TestCluster.query(aURL.with(database: target), "SELECT 1")
                 }
             }
+            // Were B's database opened to A by mistake, A would still own
+            // nothing there: only B, its owner, is pg_database_owner in it.
+            _ = try await TestCluster.query(
+                try TestCluster.adminURL,
+                PostgresQuery(unsafeSQL: "GRANT CONNECT ON DATABASE \(bURL.database) TO \(aURL.user)"))
+            let intruder = aURL.with(database: bURL.database)
+            for statement in ["SELECT count(*) FROM runs", "ALTER TABLE runs ADD COLUMN x int", "DROP TABLE runs CASCADE"] {
+                let refused = await #expect(throws: PSQLError.self, "\(statement)") {
+                    _ = try await TestCluster.query(intruder, PostgresQuery(unsafeSQL: statement))
+                }
+                #expect(refused?.sqlState == "42501", "\(statement): \(String(describing: refused?.serverMessage))")
+            }
             // And with a wrong password it cannot log in to its own.
             await #expect(throws: DatabaseError.self) {
                 _ = try await TestCluster.query(bURL.with(user: bURL.user, password: "wrong"), "SELECT 1")
@@ -317,7 +338,35 @@ struct ProvisioningTests {
             let url = try await fixture.tenantURL(third)
             _ = try await TestCluster.query(url, "INSERT INTO notes (body) VALUES ('born current')")
             let owner = try await TestCluster.query(url, "SELECT tableowner::text FROM pg_tables WHERE tablename = 'notes'")
-            #expect(try owner.first?.decode(String.self) == (try TenantSlug(third).roleName))
+            #expect(try owner.first?.decode(String.self) == "pg_database_owner")
+            _ = try await TestCluster.query(url, "ALTER TABLE notes ADD COLUMN title TEXT")
+        }
+    }
+
+    @Test func aTemplateOfTheRetiredLayoutIsRebuiltAndItsRoleDropped() async throws {
+        try await ProvisioningFixture.with { fixture in
+            let first = ProvisioningFixture.slug("old-a")
+            #expect(try await fixture.cli.run("tenant", "create", first, "--name", "A").exitCode == 0)
+            // What earlier versions left: the template's objects owned by
+            // tenantplane_template_owner, and a control row that says current
+            // until control migration 005 clears it.
+            let admin = try TestCluster.adminURL
+            _ = try await TestCluster.query(admin, "CREATE ROLE tenantplane_template_owner NOLOGIN")
+            _ = try await TestCluster.query(
+                admin.with(database: fixture.template), "ALTER TABLE runs OWNER TO tenantplane_template_owner")
+            _ = try await TestCluster.query(
+                fixture.controlURL, "UPDATE database_servers SET template_version = NULL, template_fingerprint = NULL")
+
+            let second = ProvisioningFixture.slug("old-b")
+            let created = try await fixture.cli.run("tenant", "create", second, "--name", "B")
+            #expect(created.exitCode == 0, "\(created.stderr)")
+            #expect(created.stdout.contains("refreshed to the latest migration"), "\(created.stdout)")
+            let url = try await fixture.tenantURL(second)
+            let owners = try await TestCluster.query(url, "SELECT DISTINCT tableowner::text FROM pg_tables WHERE schemaname = 'public'")
+            #expect(try owners.map { try $0.decode(String.self) } == ["pg_database_owner"])
+            _ = try await TestCluster.query(url, "ALTER TABLE runs ADD COLUMN owner_probe int")
+            let role = try await TestCluster.query(admin, "SELECT count(*)::int FROM pg_roles WHERE rolname = 'tenantplane_template_owner'")
+            #expect(try role.first?.decode(Int.self) == 0)
         }
     }
 
