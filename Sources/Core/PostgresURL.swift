@@ -70,6 +70,13 @@ public struct PostgresURL: Sendable, Hashable, CustomStringConvertible {
         return copy
     }
 
+    /// Whether a session opened with `other` is also a session of this URL's
+    /// login on this URL's server (the database may differ).
+    public func isSameLogin(as other: PostgresURL) -> Bool {
+        host == other.host && port == other.port && user == other.user && password == other.password
+            && sslMode == other.sslMode
+    }
+
     /// The URL without its password: safe to store, print and log.
     public var redacted: String { render(includingPassword: false) }
     public var description: String { redacted }

@@ -101,18 +101,15 @@ public struct Provisioner: Sendable {
         try finished(.registered, slug: slug, since: started)
 
         do {
-            // The intermediate steps need not wait for the disk: a step lost in a
-            // crash is redone by the next run (each is idempotent). Activation
-            // commits synchronously, flushing everything before it; every path
-            // out of here turns it back on (the connection may be pooled).
+            // The steps need not wait for the disk: a step lost in a crash is
+            // redone by the next run (each is idempotent). The audit row, written
+            // last, commits synchronously and so flushes everything before it
+            // (activation included); every path out of here turns it back on
+            // (the connection may be pooled).
             try await store.connection.query("SET synchronous_commit = off", logger: logger)
             let password = try await rolePassword(for: slug, store: store)
-            // One admin session for the role and database steps: a connection
-            // costs 3-8 ms here, the DDL itself less than one.
             let verifier = try ScramVerifier.make(password: password)
-            let (origin, note) = try await DatabaseConnection.with(adminURL, logger: logger) { connection in
-                // As on the control side: a role or grant lost in a crash is redone by the next run.
-                try await connection.query("SET synchronous_commit = off", logger: logger)
+            let (origin, note) = try await withAdminSession(adminURL, store: store) { connection in
                 let admin = ServerAdmin(connection: connection, logger: logger)
                 try await admin.ensureLoginRole(names.role, scramVerifier: verifier)
                 try await store.setProvisioningStep(slug, ProvisioningStep.role.rawValue)
@@ -129,15 +126,32 @@ public struct Provisioner: Sendable {
             try await store.setProvisioningStep(slug, ProvisioningStep.migrate.rawValue)
             try finished(.migrate, slug: slug, since: started)
 
-            try await store.connection.query("SET synchronous_commit = on", logger: logger)
             try await store.activateTenant(slug)
-            return CreateOutcome(tenant: try await store.requireTenant(slug), origin: origin, templateNote: note)
+            let tenant = try await store.requireTenant(slug)
+            try await store.connection.query("SET synchronous_commit = on", logger: logger)
+            return CreateOutcome(tenant: tenant, origin: origin, templateNote: note)
         } catch {
             let reason = OperatorFailure(error).message
             _ = try? await store.connection.query("SET synchronous_commit = on", logger: logger)
             try? await store.setTenantStatus(slug, .failed, error: reason)
             logger.error("tenant creation failed", metadata: ["tenant": "\(slug)", "error": "\(reason)"])
             throw ProvisionerError.creationFailed(slug: slug.rawValue, reason: reason)
+        }
+    }
+
+    /// One admin session for the role and database steps: a connection costs
+    /// 3-8 ms here, the DDL itself less than one. `CREATE ROLE` and `CREATE
+    /// DATABASE` act on the whole cluster from any of its databases, so when
+    /// the server's admin is the control connection's own login on the same
+    /// cluster, that connection is the session.
+    private func withAdminSession<Result: Sendable>(
+        _ adminURL: PostgresURL, store: ControlStore, _ body: (PostgresConnection) async throws -> Result
+    ) async throws -> Result {
+        if adminURL.isSameLogin(as: controlURL) { return try await body(store.connection.underlying) }
+        return try await DatabaseConnection.with(adminURL, logger: logger) { connection in
+            // As on the control side: a role or grant lost in a crash is redone by the next run.
+            try await connection.query("SET synchronous_commit = off", logger: logger)
+            return try await body(connection)
         }
     }
 
