@@ -7,6 +7,7 @@ import Foundation
 extension Tenantplane.Tenant {
     struct Export: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "export",
             abstract: "Write one tenant's database, artifacts and manifest to a single tar archive.",
             discussion: """
                 The archive is plain tar: database.dump (pg_dump --format=custom; pg_restore reads it), \
@@ -36,6 +37,7 @@ extension Tenantplane.Tenant {
 
     struct Import: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "import",
             abstract: "Create a tenant from an export archive.",
             discussion: """
                 Every member is checked against the manifest's sizes and sha256 digests, and the manifest's \
@@ -69,6 +71,7 @@ extension Tenantplane.Tenant {
 
     struct Move: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "move",
             abstract: "Move a tenant's database to another database server.",
             discussion: """
                 The tenant's writes get 503 with Retry-After while its database is copied (reads go on). \
@@ -102,6 +105,7 @@ extension Tenantplane.Tenant {
 extension Tenantplane {
     struct Backup: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "backup",
             abstract: "Export every active tenant into a directory.",
             discussion: """
                 One archive per tenant ({tenant}-{UTC time}.tar, the format of `tenant export`), at most \

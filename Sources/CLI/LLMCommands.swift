@@ -15,12 +15,13 @@ extension Tenantplane {
 extension Tenantplane.LLM {
     struct Provider: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "provider",
             abstract: "LLM providers (claude, gemini, openai, local are built in).",
             subcommands: [Add.self, List.self]
         )
 
         struct Add: AsyncParsableCommand {
-            static let configuration = CommandConfiguration(abstract: "Register a provider.")
+            static let configuration = CommandConfiguration(commandName: "add", abstract: "Register a provider.")
 
             @Argument(help: "Provider id (a-z, 0-9, '_', '-').") var id: String
             @Option(name: .long, help: "Display name.") var name: String
@@ -47,7 +48,7 @@ extension Tenantplane.LLM {
         }
 
         struct List: AsyncParsableCommand {
-            static let configuration = CommandConfiguration(abstract: "List providers.")
+            static let configuration = CommandConfiguration(commandName: "list", abstract: "List providers.")
             @OptionGroup var output: JSONFlag
 
             func run() async throws {
@@ -67,12 +68,13 @@ extension Tenantplane.LLM {
 
     struct Model: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "model",
             abstract: "LLM models, each of a provider and a class (pro or standard).",
             subcommands: [Add.self, List.self]
         )
 
         struct Add: AsyncParsableCommand {
-            static let configuration = CommandConfiguration(abstract: "Register a model.")
+            static let configuration = CommandConfiguration(commandName: "add", abstract: "Register a model.")
 
             @Option(name: .long, help: "Provider id.") var provider: String
             @Option(name: .long, help: "Model name as the provider's API knows it.") var name: String
@@ -98,7 +100,7 @@ extension Tenantplane.LLM {
         }
 
         struct List: AsyncParsableCommand {
-            static let configuration = CommandConfiguration(abstract: "List models.")
+            static let configuration = CommandConfiguration(commandName: "list", abstract: "List models.")
             @OptionGroup var output: JSONFlag
 
             func run() async throws {
@@ -116,12 +118,15 @@ extension Tenantplane.LLM {
 
     struct Default: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "default",
             abstract: "Which provider and class each step uses (step * is the fallback for every other step).",
             subcommands: [Set.self, List.self]
         )
 
         struct Set: AsyncParsableCommand {
-            static let configuration = CommandConfiguration(abstract: "Set a step's provider and model class.")
+            static let configuration = CommandConfiguration(
+                commandName: "set",
+                abstract: "Set a step's provider and model class.")
 
             @Argument(help: "Step name, or * for every step without its own default.") var step: String
             @Option(name: .long, help: "Provider id.") var provider: String
@@ -147,7 +152,7 @@ extension Tenantplane.LLM {
         }
 
         struct List: AsyncParsableCommand {
-            static let configuration = CommandConfiguration(abstract: "List step defaults.")
+            static let configuration = CommandConfiguration(commandName: "list", abstract: "List step defaults.")
             @OptionGroup var output: JSONFlag
 
             func run() async throws {
@@ -163,6 +168,7 @@ extension Tenantplane.LLM {
 
     struct Resolve: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "resolve",
             abstract: "Show which model a step would run with, and why.",
             discussion: """
                 Rule: the step's own row of step_llm_defaults, else the fallback row (step *); then the \

@@ -10,6 +10,7 @@ import Synchronization
 extension Tenantplane {
     struct Migrate: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "migrate",
             abstract: "Apply schema migrations to the control database and the tenant databases.",
             subcommands: [Control.self, Tenants.self, Status.self]
         )
@@ -19,6 +20,7 @@ extension Tenantplane {
 extension Tenantplane.Migrate {
     struct Control: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "control",
             abstract: "Bring the control database to the latest schema (idempotent).",
             discussion: """
                 Applies the pending files of TENANTPLANE_CONTROL_MIGRATIONS (default control-migrations/) in \
@@ -60,6 +62,7 @@ extension Tenantplane.Migrate {
 
     struct Tenants: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "tenants",
             abstract: "Apply the tenant migrations to every tenant database (and each server's template).",
             discussion: """
                 Walks every active and suspended tenant with bounded concurrency (one control and one tenant \
@@ -135,6 +138,7 @@ extension Tenantplane.Migrate {
 
     struct Status: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "status",
             abstract: "Migration state of the control database and the fleet: versions, pending, failures, drift.",
             discussion: """
                 Tenant figures come from the control database (what the last runs recorded). --verify connects \

@@ -6,6 +6,7 @@ import Logging
 extension Tenantplane {
     struct Serve: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "serve",
             abstract: "Run the HTTP server (admin API, tenant API, health, metrics).",
             discussion: """
                 Needs TENANTPLANE_CONTROL_URL, TENANTPLANE_MASTER_KEY and TENANTPLANE_ADMIN_TOKEN. SIGTERM or \

@@ -6,6 +6,7 @@ import Core
 extension Tenantplane {
     struct Server: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "server",
             abstract: "PostgreSQL servers that hold tenant databases.",
             subcommands: [Add.self, List.self]
         )
@@ -15,6 +16,7 @@ extension Tenantplane {
 extension Tenantplane.Server {
     struct Add: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "add",
             abstract: "Register a database server.",
             discussion: """
                 The URL's role must be able to create roles and databases. Its password is stored encrypted \
@@ -44,7 +46,9 @@ extension Tenantplane.Server {
     }
 
     struct List: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "List database servers and their free capacity.")
+        static let configuration = CommandConfiguration(
+            commandName: "list",
+            abstract: "List database servers and their free capacity.")
         @OptionGroup var output: JSONFlag
 
         func run() async throws {

@@ -8,6 +8,7 @@ import Provisioner
 extension Tenantplane {
     struct Tenant: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "tenant",
             abstract: "Create, inspect, suspend, resume, delete, export, import and move tenants; manage their API keys.",
             subcommands: [
                 Create.self, List.self, Show.self, Suspend.self, Resume.self, Delete.self, Key.self, Export.self,
@@ -20,6 +21,7 @@ extension Tenantplane {
 extension Tenantplane.Tenant {
     struct Create: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "create",
             abstract: "Create a tenant: its login role, its own database, its schema.",
             discussion: """
                 Resumable: a creation cut short (crash, server down) is finished by running the same command \
@@ -55,7 +57,9 @@ extension Tenantplane.Tenant {
     }
 
     struct List: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "List tenants (deleted ones with --all).")
+        static let configuration = CommandConfiguration(
+            commandName: "list",
+            abstract: "List tenants (deleted ones with --all).")
         @Flag(name: .long, help: "Include deleted tenants.") var all = false
         @OptionGroup var output: JSONFlag
 
@@ -74,7 +78,7 @@ extension Tenantplane.Tenant {
     }
 
     struct Show: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Show one tenant.")
+        static let configuration = CommandConfiguration(commandName: "show", abstract: "Show one tenant.")
         @Argument(help: "Tenant id.") var slug: String
         @OptionGroup var output: JSONFlag
 
@@ -113,6 +117,7 @@ extension Tenantplane.Tenant {
 
     struct Suspend: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "suspend",
             abstract: "Suspend a tenant: its role can no longer log in and its open sessions end.")
         @Argument(help: "Tenant id.") var slug: String
         @OptionGroup var output: JSONFlag
@@ -125,7 +130,7 @@ extension Tenantplane.Tenant {
     }
 
     struct Resume: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Lift a tenant's suspension.")
+        static let configuration = CommandConfiguration(commandName: "resume", abstract: "Lift a tenant's suspension.")
         @Argument(help: "Tenant id.") var slug: String
         @OptionGroup var output: JSONFlag
 
@@ -138,6 +143,7 @@ extension Tenantplane.Tenant {
 
     struct Delete: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "delete",
             abstract: "Delete a tenant's database, role, keys and stored artifacts (the control row stays, as deleted).")
         @Argument(help: "Tenant id.") var slug: String
         @Option(name: .long, help: "The tenant id again, to confirm.") var confirm: String
@@ -152,12 +158,15 @@ extension Tenantplane.Tenant {
 
     struct Key: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "key",
             abstract: "Tenant API keys (only their SHA-256 hashes are stored).",
             subcommands: [Create.self, List.self, Revoke.self]
         )
 
         struct Create: AsyncParsableCommand {
-            static let configuration = CommandConfiguration(abstract: "Issue a key; it is printed once, never again.")
+            static let configuration = CommandConfiguration(
+                commandName: "create",
+                abstract: "Issue a key; it is printed once, never again.")
             @Argument(help: "Tenant id.") var slug: String
             @OptionGroup var output: JSONFlag
 
@@ -179,7 +188,9 @@ extension Tenantplane.Tenant {
         }
 
         struct List: AsyncParsableCommand {
-            static let configuration = CommandConfiguration(abstract: "List a tenant's keys (ids and dates, never the keys).")
+            static let configuration = CommandConfiguration(
+                commandName: "list",
+                abstract: "List a tenant's keys (ids and dates, never the keys).")
             @Argument(help: "Tenant id.") var slug: String
             @OptionGroup var output: JSONFlag
 
@@ -198,7 +209,7 @@ extension Tenantplane.Tenant {
         }
 
         struct Revoke: AsyncParsableCommand {
-            static let configuration = CommandConfiguration(abstract: "Revoke a key by its id.")
+            static let configuration = CommandConfiguration(commandName: "revoke", abstract: "Revoke a key by its id.")
             @Argument(help: "Key id (key_…).") var keyID: String
             @OptionGroup var output: JSONFlag
 

@@ -16,6 +16,7 @@ import UnixSignals
 extension Tenantplane {
     struct Worker: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "worker",
             abstract: "Execute queued runs without serving HTTP.",
             discussion: """
                 Runs the same workers `serve` runs (TENANTPLANE_WORKERS of them), for a separate process or \
