@@ -65,8 +65,10 @@ extension ControlStore {
     /// resumed (`provisioning`, `failed`) or reused (`deleted`). An `active` or
     /// `suspended` tenant is left untouched: `alreadyExists`. `existing` is the
     /// row as the caller just read it under the tenant's lock.
+    /// `sealedRolePassword`, when given, replaces the stored one.
     public func registerTenant(
-        _ slug: TenantSlug, name: String, server: String, databaseURL: String, existing: TenantRecord?
+        _ slug: TenantSlug, name: String, server: String, databaseURL: String, sealedRolePassword: Data? = nil,
+        existing: TenantRecord?
     ) async throws {
         if let existing {
             switch existing.status {
@@ -76,14 +78,19 @@ extension ControlStore {
                 throw ControlError.conflict("tenant \(slug) is being deleted; finish that first (tenant delete)")
             case .provisioning, .failed:
                 try await connection.query(
-                    "UPDATE tenants SET status = 'provisioning', last_error = NULL WHERE id = \(slug.rawValue)",
+                    """
+                    UPDATE tenants SET status = 'provisioning', last_error = NULL,
+                        role_password_encrypted = COALESCE(\(sealedRolePassword), role_password_encrypted)
+                    WHERE id = \(slug.rawValue)
+                    """,
                     logger: logger)
                 return
             case .deleted:
                 try await connection.query(
                     """
                     UPDATE tenants SET status = 'provisioning', name = \(name), server = \(server),
-                        database_url = \(databaseURL), schema_version = NULL, role_password_encrypted = NULL,
+                        database_url = \(databaseURL), schema_version = NULL,
+                        role_password_encrypted = \(sealedRolePassword),
                         provisioning_step = 'registered', last_error = NULL, created_at = now()
                     WHERE id = \(slug.rawValue)
                     """,
@@ -93,8 +100,9 @@ extension ControlStore {
         }
         try await connection.query(
             """
-            INSERT INTO tenants (id, name, database_url, status, server, provisioning_step)
-            VALUES (\(slug.rawValue), \(name), \(databaseURL), 'provisioning', \(server), 'registered')
+            INSERT INTO tenants (id, name, database_url, status, server, provisioning_step, role_password_encrypted)
+            VALUES (
+                \(slug.rawValue), \(name), \(databaseURL), 'provisioning', \(server), 'registered', \(sealedRolePassword))
             """,
             logger: logger)
     }

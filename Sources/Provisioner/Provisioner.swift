@@ -96,18 +96,32 @@ public struct Provisioner: Sendable {
         let adminURL = try await store.adminURL(ofServer: serverName, secrets: secrets, controlURL: controlURL)
         let names = try TenantNames(slug)
         let databaseURL = adminURL.with(user: names.role.name, password: nil).with(database: names.database.name)
-        try await store.registerTenant(
-            slug, name: name, server: serverName, databaseURL: databaseURL.redacted, existing: existing)
+        // A new password on every attempt: the role step sets it on an existing role too.
+        let password = RandomToken.urlSafe(bytes: 32)
+        let sealedPassword = try secrets.seal(password, owner: slug.rawValue)
+        // The steps need not wait for the disk: a step lost in a crash is redone
+        // by the next run (each is idempotent). The audit row, written last,
+        // commits synchronously and so flushes everything before it (activation
+        // included); every path out of here turns it back on (the connection
+        // may be pooled). The registration must reach the disk before any role
+        // or database exists for it. When the tenant's server is the control
+        // database's own cluster, that holds without waiting: PostgreSQL flushes
+        // its log in order, so a role or database that survives a crash brings
+        // the registration logged before it along.
+        let sharesCluster = adminURL.isSameLogin(as: controlURL)
+        do {
+            if sharesCluster { try await store.connection.query("SET synchronous_commit = off", logger: logger) }
+            try await store.registerTenant(
+                slug, name: name, server: serverName, databaseURL: databaseURL.redacted,
+                sealedRolePassword: sealedPassword, existing: existing)
+        } catch {
+            if sharesCluster { _ = try? await store.connection.query("SET synchronous_commit = on", logger: logger) }
+            throw error
+        }
         try finished(.registered, slug: slug, since: started)
 
         do {
-            // The steps need not wait for the disk: a step lost in a crash is
-            // redone by the next run (each is idempotent). The audit row, written
-            // last, commits synchronously and so flushes everything before it
-            // (activation included); every path out of here turns it back on
-            // (the connection may be pooled).
-            try await store.connection.query("SET synchronous_commit = off", logger: logger)
-            let password = try await rolePassword(for: slug, store: store)
+            if !sharesCluster { try await store.connection.query("SET synchronous_commit = off", logger: logger) }
             let verifier = try ScramVerifier.make(password: password)
             let (origin, note) = try await withAdminSession(adminURL, store: store) { connection in
                 let admin = ServerAdmin(connection: connection, logger: logger)
@@ -153,17 +167,6 @@ public struct Provisioner: Sendable {
             try await connection.query("SET synchronous_commit = off", logger: logger)
             return try await body(connection)
         }
-    }
-
-    /// The tenant role's password: the sealed one of an earlier attempt, or a
-    /// new one, sealed and stored before the role is created with it.
-    private func rolePassword(for slug: TenantSlug, store: ControlStore) async throws -> String {
-        if let sealed = try await store.sealedRolePassword(slug) {
-            return try secrets.open(sealed, owner: slug.rawValue)
-        }
-        let password = RandomToken.urlSafe(bytes: 32)
-        try await store.storeSealedRolePassword(slug, try secrets.seal(password, owner: slug.rawValue))
-        return password
     }
 
     private func ensureDatabase(

@@ -16,30 +16,25 @@ public struct ServerAdmin {
         self.logger = logger
     }
 
-    public func roleExists(_ role: SQLIdentifier) async throws -> Bool {
-        try await connection.query("SELECT 1 FROM pg_roles WHERE rolname = \(role.name)", logger: logger)
-            .collect().count == 1
-    }
-
     public func databaseExists(_ database: SQLIdentifier) async throws -> Bool {
         try await connection.query("SELECT 1 FROM pg_database WHERE datname = \(database.name)", logger: logger)
             .collect().count == 1
     }
 
     /// Creates a login role, or brings an existing one (from an interrupted run)
-    /// to the same password and LOGIN.
+    /// to the same password and LOGIN: one statement either way.
     public func ensureLoginRole(_ role: SQLIdentifier, scramVerifier: String) async throws {
-        if try await roleExists(role) {
-            try await executeFormatted("ALTER ROLE %I LOGIN PASSWORD %L", role.name, scramVerifier)
-        } else {
-            try await executeFormatted("CREATE ROLE %I LOGIN PASSWORD %L", role.name, scramVerifier)
-        }
-    }
-
-    public func ensureNoLoginRole(_ role: SQLIdentifier) async throws {
-        if try await !roleExists(role) {
-            try await connection.query(PostgresQuery(unsafeSQL: "CREATE ROLE \(role.quoted) NOLOGIN"), logger: logger)
-        }
+        try await runWithArguments(
+            role.name, scramVerifier,
+            """
+            IF EXISTS (SELECT FROM pg_roles WHERE rolname = current_setting('tenantplane.arg1')) THEN
+                EXECUTE format('ALTER ROLE %I LOGIN PASSWORD %L',
+                    current_setting('tenantplane.arg1'), current_setting('tenantplane.arg2'));
+            ELSE
+                EXECUTE format('CREATE ROLE %I LOGIN PASSWORD %L',
+                    current_setting('tenantplane.arg1'), current_setting('tenantplane.arg2'));
+            END IF;
+            """)
     }
 
     public func setLogin(_ role: SQLIdentifier, allowed: Bool) async throws {
@@ -129,9 +124,11 @@ public struct ServerAdmin {
         ).collect().count == 1
     }
 
-    /// Runs `format(statement, arguments…)` on the server. The arguments travel
-    /// as bound parameters (session settings), never as SQL text.
-    func executeFormatted(_ statement: StaticString, _ first: String, _ second: String) async throws {
+    /// Runs the PL/pgSQL `body` on the server with two arguments, which it
+    /// reads as `current_setting('tenantplane.arg1')` and `…arg2` (to hand to
+    /// `format(%I, %L)`): they travel as bound parameters, never as SQL text,
+    /// and are cleared before the block ends.
+    func runWithArguments(_ first: String, _ second: String, _ body: StaticString) async throws {
         try await connection.query(
             """
             SELECT set_config('tenantplane.arg1', \(first), false), set_config('tenantplane.arg2', \(second), false)
@@ -142,18 +139,18 @@ public struct ServerAdmin {
                 PostgresQuery(
                     unsafeSQL: """
                         DO $tenantplane$ BEGIN
-                            EXECUTE format('\(statement)', current_setting('tenantplane.arg1'), current_setting('tenantplane.arg2'));
+                        \(body)
+                        PERFORM set_config('tenantplane.arg1', '', false), set_config('tenantplane.arg2', '', false);
                         END $tenantplane$
                         """),
                 logger: logger)
         } catch {
-            _ = try? await clearFormattedArguments()
+            _ = try? await clearArguments()
             throw error
         }
-        try await clearFormattedArguments()
     }
 
-    private func clearFormattedArguments() async throws {
+    private func clearArguments() async throws {
         try await connection.query(
             "SELECT set_config('tenantplane.arg1', '', false), set_config('tenantplane.arg2', '', false)",
             logger: logger)
