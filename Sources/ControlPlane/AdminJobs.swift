@@ -61,7 +61,14 @@ extension ControlStore {
 
     public func startJob(_ id: UUID) async throws {
         try await connection.query(
-            "UPDATE admin_jobs SET status = 'running', started_at = now() WHERE id = \(id)", logger: logger)
+            "UPDATE admin_jobs SET status = 'running', started_at = now(), heartbeat_at = now() WHERE id = \(id)",
+            logger: logger)
+    }
+
+    /// The job's process is alive: see `failAbandonedJobs(silentFor:)`.
+    public func beatJob(_ id: UUID) async throws {
+        try await connection.query(
+            "UPDATE admin_jobs SET heartbeat_at = now() WHERE id = \(id) AND status = 'running'", logger: logger)
     }
 
     public func setJobDetail(_ id: UUID, _ detail: String) async throws {
@@ -78,13 +85,18 @@ extension ControlStore {
             logger: logger)
     }
 
-    /// Jobs a stopped server left queued or running: they will not finish.
-    public func failAbandonedJobs() async throws -> Int {
+    /// Jobs whose process died: queued or running, and no heartbeat (or, never
+    /// started, no creation) for `silence`. The database's clock judges, so
+    /// servers with skewed clocks agree. A job still beating on another
+    /// server is left alone.
+    public func failAbandonedJobs(silentFor silence: Duration) async throws -> Int {
         let rows = try await connection.query(
             """
             UPDATE admin_jobs SET status = 'failed', finished_at = now(),
-                error = 'the server stopped before the job finished; start it again'
-            WHERE status IN ('queued', 'running') RETURNING id
+                error = 'the server running the job stopped before it finished; start the job again'
+            WHERE status IN ('queued', 'running')
+                AND COALESCE(heartbeat_at, created_at) < now() - make_interval(secs => \(Double(silence.components.seconds)))
+            RETURNING id
             """,
             logger: logger)
         return try await rows.collect().count

@@ -6,11 +6,16 @@ import Logging
 import ServiceLifecycle
 
 /// Runs the long admin jobs started over HTTP (exports, moves) as children of
-/// one task group, recording each job's progress and outcome in the control
-/// database for `GET /admin/jobs/{id}`. On shutdown it takes no new jobs and
-/// lets the running ones finish: a move cut short would only have to be
-/// rolled back at the next start.
+/// one task group, recording each job's progress, heartbeat and outcome in the
+/// control database for `GET /admin/jobs/{id}`. On shutdown it takes no new
+/// jobs and lets the running ones finish: a move cut short would only have to
+/// be rolled back at the next start.
 struct AdminJobRunner: Service {
+    /// How often a running job's heartbeat is refreshed; `BackupReconciler`
+    /// gives up on a job silent for `abandonedAfter`.
+    static let heartbeat: Duration = .seconds(10)
+    static let abandonedAfter: Duration = .seconds(60)
+
     typealias Work = @Sendable (_ progress: @escaping ProgressReporter) async throws -> String
 
     private struct Submission: Sendable {
@@ -63,10 +68,12 @@ struct AdminJobRunner: Service {
             group.addTask {
                 for await line in lines { try? await control.run { try await $0.setJobDetail(id, line) } }
             }
-            do {
-                result = try await submission.work { reporter.yield($0) }
-            } catch {
-                failure = OperatorFailure(error).message
+            (result, failure) = await whileBeating(id) {
+                do {
+                    return (try await submission.work { reporter.yield($0) }, nil)
+                } catch {
+                    return (nil, OperatorFailure(error).message)
+                }
             }
             reporter.finish()
         }
@@ -76,11 +83,27 @@ struct AdminJobRunner: Service {
             logger.error("could not record an admin job's outcome", metadata: ["job": "\(id)", "error": "\(OperatorFailure(error).message)"])
         }
     }
+
+    /// Runs `body` while refreshing the job's heartbeat every `heartbeat`.
+    private func whileBeating<Outcome: Sendable>(_ id: UUID, _ body: () async -> Outcome) async -> Outcome {
+        let control = self.control
+        return await withTaskGroup(of: Void.self) { group in
+            group.addTask {
+                while (try? await Task.sleep(for: Self.heartbeat)) != nil {
+                    try? await control.run { try await $0.beatJob(id) }
+                }
+            }
+            let outcome = await body()
+            group.cancelAll()
+            return outcome
+        }
+    }
 }
 
 /// At start-up and then every minute: rolls back or finishes moves, lifts
 /// write fences and drops half-made imports that a dead process left behind
-/// (their tenant's lock is free), and marks jobs of a stopped server failed.
+/// (their tenant's lock is free), and marks failed the admin jobs whose
+/// process stopped (no heartbeat for `AdminJobRunner.abandonedAfter`).
 struct BackupReconciler: Service {
     let mover: TenantMover
     let importer: TenantImporter
@@ -89,13 +112,17 @@ struct BackupReconciler: Service {
     var interval: Duration = .seconds(60)
 
     func run() async throws {
-        do {
-            let abandoned = try await cancelWhenGracefulShutdown { try await control.run { try await $0.failAbandonedJobs() } }
-            if abandoned > 0 { logger.notice("admin jobs of a stopped server marked failed", metadata: ["jobs": "\(abandoned)"]) }
-        } catch {
-            logger.error("could not look for abandoned admin jobs", metadata: ["error": "\(OperatorFailure(error).message)"])
-        }
         while !Task.isShuttingDownGracefully {
+            do {
+                let abandoned = try await cancelWhenGracefulShutdown {
+                    try await control.run { try await $0.failAbandonedJobs(silentFor: AdminJobRunner.abandonedAfter) }
+                }
+                if abandoned > 0 { logger.notice("admin jobs of a stopped server marked failed", metadata: ["jobs": "\(abandoned)"]) }
+            } catch is CancellationError {
+                return
+            } catch {
+                logger.error("could not look for abandoned admin jobs", metadata: ["error": "\(OperatorFailure(error).message)"])
+            }
             do {
                 let recovered = try await cancelWhenGracefulShutdown {
                     try await mover.recoverAbandoned() + importer.abandonInterrupted().map { "\($0): interrupted import dropped" }

@@ -444,3 +444,50 @@ struct ReconcilerTests {
         }
     }
 }
+
+extension ReconcilerTests {
+    @Test func aStartingServerFailsOnlyTheAdminJobsWhoseProcessStoppedBeating() async throws {
+        try await ProvisioningFixture.with { fixture in
+            let slug = ProvisioningFixture.slug("jobs")
+            #expect(try await fixture.cli.run("tenant", "create", slug, "--name", "Jobs").exitCode == 0)
+            // Another replica's export, beating a moment ago; a move whose
+            // server died five minutes ago; an export queued by a server that
+            // died before it started.
+            let rows = try await TestCluster.query(
+                fixture.controlURL,
+                """
+                INSERT INTO admin_jobs (kind, tenant_id, status, created_at, started_at, heartbeat_at) VALUES
+                    ('export', \(slug), 'running', now() - interval '10 minutes', now() - interval '10 minutes', now()),
+                    ('move', \(slug), 'running', now() - interval '10 minutes', now() - interval '10 minutes',
+                        now() - interval '5 minutes'),
+                    ('export', \(slug), 'queued', now() - interval '5 minutes', NULL, NULL)
+                RETURNING id
+                """)
+            let ids = try rows.map { try $0.decode(UUID.self) }
+            let app = try TestServer.application(
+                controlURL: fixture.controlURL,
+                extra: [
+                    "TENANTPLANE_MASTER_KEY": fixture.cli.environment["TENANTPLANE_MASTER_KEY"]!,
+                    "TENANTPLANE_TEMPLATE_DATABASE": fixture.template,
+                ])
+            @Sendable func statuses() async throws -> [String] {
+                var statuses: [String] = []
+                for id in ids {
+                    let row = try await TestCluster.query(fixture.controlURL, "SELECT status FROM admin_jobs WHERE id = \(id)")
+                    statuses.append(try row.first?.decode(String.self) ?? "missing")
+                }
+                return statuses
+            }
+            try await app.test(.router) { _ in
+                for _ in 0..<100 where try await statuses() != ["running", "failed", "failed"] {
+                    try await Task.sleep(for: .milliseconds(100))
+                }
+            }
+            #expect(try await statuses() == ["running", "failed", "failed"])
+            let errors = try await TestCluster.query(
+                fixture.controlURL, "SELECT DISTINCT error FROM admin_jobs WHERE status = 'failed'")
+            #expect(try errors.map { try $0.decode(String.self) }
+                == ["the server running the job stopped before it finished; start the job again"])
+        }
+    }
+}
