@@ -118,9 +118,9 @@ public struct Provisioner: Sendable {
             if sharesCluster { _ = try? await store.connection.query("SET synchronous_commit = on", logger: logger) }
             throw error
         }
-        try finished(.registered, slug: slug, since: started)
 
         do {
+            try finished(.registered, slug: slug, since: started)
             if !sharesCluster { try await store.connection.query("SET synchronous_commit = off", logger: logger) }
             let verifier = try ScramVerifier.make(password: password)
             let (origin, note) = try await withAdminSession(adminURL, store: store) { connection in
