@@ -29,7 +29,7 @@ public struct ImportReport: Sendable, Codable, Equatable {
 /// artifact tree renamed into place, `active`. No API key comes along: the
 /// tenant gets new ones. A failure after creation began drops what was created.
 public struct TenantImporter: Sendable {
-    public static let provisioningStep = "importing"
+    public static let provisioningStep = Provisioner.importingStep
     let context: BackupContext
 
     public init(context: BackupContext) {

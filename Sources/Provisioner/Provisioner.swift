@@ -57,6 +57,9 @@ public struct Provisioner: Sendable {
         public var templateNote: String?
     }
 
+    /// The step `tenant import` records while it restores a tenant's database.
+    public static let importingStep = "importing"
+
     // MARK: create
 
     /// Creates the tenant, or finishes an interrupted creation of it.
@@ -81,6 +84,13 @@ public struct Provisioner: Sendable {
         let existing = try await store.tenant(slug)
         if let existing, existing.status == .active || existing.status == .suspended {
             throw ControlError.alreadyExists("tenant \(slug) already exists")
+        }
+        // Its database may hold half a restore: taking it over would activate a
+        // tenant with part of its data.
+        if let existing, existing.status == .provisioning, existing.provisioningStep == Self.importingStep {
+            throw ControlError.conflict(
+                "tenant \(slug) has an import that was cut short: run tenant import again, or let the server's "
+                    + "reconciler drop it (within a minute) and then create it")
         }
         let server: DatabaseServer
         if let placed = existing?.server, existing?.status != .deleted {

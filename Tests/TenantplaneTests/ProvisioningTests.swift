@@ -370,6 +370,29 @@ struct ProvisioningTests {
         }
     }
 
+    @Test func createLeavesATenantWithAnInterruptedImportAlone() async throws {
+        try await ProvisioningFixture.with { fixture in
+            let slug = ProvisioningFixture.slug("imp")
+            // What a `tenant import` killed during its restore leaves behind.
+            _ = try await TestCluster.query(
+                fixture.controlURL,
+                """
+                INSERT INTO tenants (id, name, database_url, status, server, provisioning_step)
+                VALUES (\(slug), 'Half imported', 'postgres://x@127.0.0.1:1/x', 'provisioning', 'default', 'importing')
+                """)
+            let created = try await fixture.cli.run("tenant", "create", slug, "--name", "Fresh")
+            #expect(created.exitCode == 1)
+            #expect(created.stderr.contains("has an import that was cut short"), "\(created.stderr)")
+            let row = try #require(
+                try await TestCluster.query(
+                    fixture.controlURL, "SELECT status, provisioning_step, name FROM tenants WHERE id = \(slug)"
+                ).first)
+            #expect(try row.decode((String, String, String).self) == ("provisioning", "importing", "Half imported"))
+            #expect(try await fixture.tenantDatabases(slug).isEmpty)
+            #expect(try await fixture.tenantRoles(slug).isEmpty)
+        }
+    }
+
     @Test func adminTenantRoutes() async throws {
         try await ProvisioningFixture.with { fixture in
             let app = try TestServer.application(
