@@ -133,7 +133,8 @@ public struct Provisioner: Sendable {
             try finished(.registered, slug: slug, since: started)
             if !sharesCluster { try await store.connection.query("SET synchronous_commit = off", logger: logger) }
             let verifier = try ScramVerifier.make(password: password)
-            let (origin, note) = try await withAdminSession(adminURL, store: store) { connection in
+            let (origin, note) = try await withAdminSession(adminURL, sharingControl: sharesCluster, store: store) {
+                connection in
                 let admin = ServerAdmin(connection: connection, logger: logger)
                 try await admin.ensureLoginRole(names.role, scramVerifier: verifier)
                 try await store.setProvisioningStep(slug, ProvisioningStep.role.rawValue)
@@ -167,11 +168,12 @@ public struct Provisioner: Sendable {
     /// 3-8 ms here, the DDL itself less than one. `CREATE ROLE` and `CREATE
     /// DATABASE` act on the whole cluster from any of its databases, so when
     /// the server's admin is the control connection's own login on the same
-    /// cluster, that connection is the session.
+    /// cluster (`sharingControl`), that connection is the session.
     private func withAdminSession<Result: Sendable>(
-        _ adminURL: PostgresURL, store: ControlStore, _ body: (PostgresConnection) async throws -> Result
+        _ adminURL: PostgresURL, sharingControl: Bool, store: ControlStore,
+        _ body: (PostgresConnection) async throws -> Result
     ) async throws -> Result {
-        if adminURL.isSameLogin(as: controlURL) { return try await body(store.connection.underlying) }
+        if sharingControl { return try await body(store.connection.underlying) }
         return try await DatabaseConnection.with(adminURL, logger: logger) { connection in
             // As on the control side: a role or grant lost in a crash is redone by the next run.
             try await connection.query("SET synchronous_commit = off", logger: logger)
