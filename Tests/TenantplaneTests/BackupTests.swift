@@ -556,14 +556,7 @@ struct BackupTests {
                 killing.environment["TENANTPLANE_FAULT_AFTER_MOVE"] = "dumped"
                 #expect(try await killing.run("tenant", "move", slug, "--to", "second").exitCode != 0)
                 #expect(try await Self.writable(fixture, slug) == false)
-                let app = try TestServer.application(
-                    controlURL: fixture.controlURL,
-                    extra: [
-                        "TENANTPLANE_WORKERS": "0",
-                        "TENANTPLANE_MASTER_KEY": fixture.cli.environment["TENANTPLANE_MASTER_KEY"]!,
-                        "TENANTPLANE_STORAGE": fixture.storage.path,
-                        "TENANTPLANE_TEMPLATE_DATABASE": fixture.template,
-                    ])
+                let app = try fixture.server(extra: ["TENANTPLANE_WORKERS": "0"])
                 try await app.test(.router) { _ in
                     let deadline = ContinuousClock.now.advanced(by: .seconds(15))
                     var phase: String?

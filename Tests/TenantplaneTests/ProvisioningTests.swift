@@ -73,6 +73,18 @@ struct ProvisioningFixture {
 
     var template: String { cli.environment["TENANTPLANE_TEMPLATE_DATABASE"]! }
 
+    /// A server on this fixture's control database, master key, storage and
+    /// template (plus `extra` settings), as the CLI sees them.
+    func server(extra: [String: String] = [:]) throws -> some ApplicationProtocol {
+        try TestServer.application(
+            controlURL: controlURL,
+            extra: extra.merging([
+                "TENANTPLANE_MASTER_KEY": cli.environment["TENANTPLANE_MASTER_KEY"]!,
+                "TENANTPLANE_STORAGE": storage.path,
+                "TENANTPLANE_TEMPLATE_DATABASE": template,
+            ]) { own, _ in own })
+    }
+
     func dropTenantDatabases() async throws {
         _ = try await TestCluster.query(
             try TestCluster.adminURL,
@@ -395,13 +407,7 @@ struct ProvisioningTests {
 
     @Test func adminTenantRoutes() async throws {
         try await ProvisioningFixture.with { fixture in
-            let app = try TestServer.application(
-                controlURL: fixture.controlURL,
-                extra: [
-                    "TENANTPLANE_MASTER_KEY": fixture.cli.environment["TENANTPLANE_MASTER_KEY"]!,
-                    "TENANTPLANE_STORAGE": fixture.storage.path,
-                    "TENANTPLANE_TEMPLATE_DATABASE": fixture.template,
-                ])
+            let app = try fixture.server()
             let slug = ProvisioningFixture.slug("http")
             try await app.test(.router) { client in
                 let headers = TestServer.adminHeaders
@@ -451,12 +457,7 @@ struct ReconcilerTests {
             killer.environment["TENANTPLANE_FAULT_AFTER"] = "database"
             #expect(try await killer.run("tenant", "create", slug, "--name", "Reconciled").exitCode != 0)
             #expect(try await fixture.status(slug) == "provisioning")
-            let app = try TestServer.application(
-                controlURL: fixture.controlURL,
-                extra: [
-                    "TENANTPLANE_MASTER_KEY": fixture.cli.environment["TENANTPLANE_MASTER_KEY"]!,
-                    "TENANTPLANE_TEMPLATE_DATABASE": fixture.template,
-                ])
+            let app = try fixture.server()
             try await app.test(.router) { _ in
                 for _ in 0..<100 where try await fixture.status(slug) != "active" {
                     try await Task.sleep(for: .milliseconds(100))
@@ -487,12 +488,7 @@ extension ReconcilerTests {
                 RETURNING id
                 """)
             let ids = try rows.map { try $0.decode(UUID.self) }
-            let app = try TestServer.application(
-                controlURL: fixture.controlURL,
-                extra: [
-                    "TENANTPLANE_MASTER_KEY": fixture.cli.environment["TENANTPLANE_MASTER_KEY"]!,
-                    "TENANTPLANE_TEMPLATE_DATABASE": fixture.template,
-                ])
+            let app = try fixture.server()
             @Sendable func statuses() async throws -> [String] {
                 var statuses: [String] = []
                 for id in ids {
