@@ -157,6 +157,7 @@ let package = Package(
             name: "Backup",
             dependencies: [
                 "Core",
+                "ArtifactStore",
                 "Config",
                 "Migrations",
                 "ControlPlane",

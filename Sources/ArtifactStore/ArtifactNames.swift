@@ -106,3 +106,13 @@ struct ArtifactLocation: Sendable, Equatable {
         return ArtifactLocation(directories: Array(parts.dropLast()), fileName: parts[parts.count - 1])
     }
 }
+
+/// A `file_path` read back from a tenant's database, which the tenant could
+/// have written itself: checked each time it is used, not only when it was
+/// stored.
+public enum StoredArtifactPath {
+    /// Whether `path` has the store's shape and names a file of `tenant`'s own tree.
+    public static func isInside(_ path: String, tenant: String) -> Bool {
+        (try? ArtifactLocation.parse(path, tenant: tenant)) != nil
+    }
+}

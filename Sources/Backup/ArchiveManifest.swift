@@ -8,6 +8,8 @@ public struct ArchiveManifest: Codable, Sendable, Equatable {
     public static let format = "tenantplane-export"
     public static let currentFormatVersion = 1
     public static let fileName = "manifest.json"
+    /// The HMAC-SHA256 of `manifest.json`'s bytes (see `ArchiveSigner`).
+    public static let signatureFileName = "manifest.json.hmac-sha256"
     public static let databaseFileName = "database.dump"
     public static let artifactsDirectory = "artifacts"
 

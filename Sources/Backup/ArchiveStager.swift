@@ -6,9 +6,9 @@ import Glibc
 #endif
 
 /// Unpacks an export into a private staging directory and checks it against
-/// its manifest, creating nothing outside that directory. Only three kinds of
-/// member are accepted — `manifest.json`, `database.dump` and files under
-/// `artifacts/` — each once; the tar reader has already refused absolute
+/// its manifest, creating nothing outside that directory. Only four kinds of
+/// member are accepted — `manifest.json`, its signature, `database.dump` and
+/// files under `artifacts/` — each once; the tar reader has already refused absolute
 /// paths, `..`, links and devices. Blocking file I/O: run it off the event loops.
 struct ArchiveStager: Sendable {
     struct Staged: Sendable {
@@ -17,6 +17,10 @@ struct ArchiveStager: Sendable {
         /// The artifact tree as `{stage}/artifacts`, when the archive has one.
         let artifactsDirectory: String?
         let artifacts: Int
+        /// The manifest's exact bytes and the signature the archive carries
+        /// for them, if any (checked by the importer, which has the key).
+        let manifestBytes: [UInt8]
+        let signature: [UInt8]?
     }
 
     static let manifestLimit = 64 << 20
@@ -27,6 +31,7 @@ struct ArchiveStager: Sendable {
     func stage() throws -> Staged {
         let reader = try TarReader(path: archive)
         var manifestBytes: [UInt8]?
+        var signature: [UInt8]?
         var extracted: [String: ArchivedDigest] = [:]
         while let entry = try reader.next() {
             let name = entry.name
@@ -41,6 +46,11 @@ struct ArchiveStager: Sendable {
                 if name == ArchiveManifest.fileName {
                     guard manifestBytes == nil else { throw BackupError.invalidArchive("\(name) appears twice") }
                     manifestBytes = try reader.readContent(limit: Self.manifestLimit)
+                    continue
+                }
+                if name == ArchiveManifest.signatureFileName {
+                    guard signature == nil else { throw BackupError.invalidArchive("\(name) appears twice") }
+                    signature = try reader.readContent(limit: 256)
                     continue
                 }
                 guard isArtifact || name == ArchiveManifest.databaseFileName else {
@@ -72,7 +82,7 @@ struct ArchiveStager: Sendable {
         return Staged(
             manifest: manifest, databaseFile: "\(directory)/\(ArchiveManifest.databaseFileName)",
             artifactsDirectory: FileManager.default.fileExists(atPath: artifacts) ? artifacts : nil,
-            artifacts: extracted.count - 1)
+            artifacts: extracted.count - 1, manifestBytes: manifestBytes, signature: signature)
     }
 
     /// Every member is listed with its size and digest, and everything listed is there.

@@ -1,8 +1,10 @@
 // Backup: one tenant's data carried whole — export to a single tar archive
 // (database dump, artifact tree, manifest), import from one, backup of every
 // tenant, and move to another database server with no acknowledged write lost.
-// It reaches tenant databases as the server's admin (pg_dump, pg_restore), the
-// control database through ControlStore, and the storage root directly.
+// Everything it runs inside a tenant database (pg_dump, pg_restore, fix-ups,
+// checks) logs in as that tenant's role; the server's admin only creates,
+// alters and drops roles and databases. It reaches the control database
+// through ControlStore and the storage root directly.
 import Config
 import ControlPlane
 import Core
@@ -16,6 +18,7 @@ import Provisioner
 public struct BackupContext: Sendable {
     public let controlURL: PostgresURL
     public let secrets: SecretBox
+    let signer: ArchiveSigner
     public let migrations: MigrationSet
     public let storageRoot: String
     /// `TENANTPLANE_PG_BINDIR`; the tools are looked for when first needed,
@@ -29,7 +32,9 @@ public struct BackupContext: Sendable {
 
     public init(settings: Settings, logger: Logger, controlPool: PostgresClient? = nil) throws {
         controlURL = try settings.requireControlURL()
-        secrets = SecretBox(masterKey: try settings.requireMasterKey())
+        let masterKey = try settings.requireMasterKey()
+        secrets = SecretBox(masterKey: masterKey)
+        signer = ArchiveSigner(masterKey: masterKey)
         migrations = try MigrationSet(directory: settings.tenantMigrationsDirectory)
         storageRoot = settings.storageRoot
         postgresBinDirectory = settings.postgresBinDirectory

@@ -18,12 +18,17 @@ public enum BackupError: OperatorError, Equatable {
     /// An artifact the dump references is missing or differs (it changed
     /// during the export); the export is refused rather than inconsistent.
     case inconsistentArtifacts(String)
+    /// The tenant's database references files outside the tenant's own tree
+    /// (how many): its rows are the tenant's to write, so this is refused.
+    case foreignArtifactPaths(Int)
+    /// `--require-signed` and the archive is not signed by this deployment.
+    case unsignedArchive(String)
     case importFailed(slug: String, reason: String)
     case moveFailed(slug: String, reason: String)
 
     public var httpStatus: Int {
         switch self {
-        case .invalidArchive, .newerSchema: 422
+        case .invalidArchive, .newerSchema, .foreignArtifactPaths, .unsignedArchive: 422
         case .outputExists: 409
         case .inconsistentArtifacts: 409
         case .toolMissing, .toolFailed, .fileSystem, .verificationFailed, .importFailed, .moveFailed: 500
@@ -40,6 +45,8 @@ public enum BackupError: OperatorError, Equatable {
         case .fileSystem: "file_system_error"
         case .verificationFailed: "verification_failed"
         case .inconsistentArtifacts: "inconsistent_artifacts"
+        case .foreignArtifactPaths: "foreign_artifact_paths"
+        case .unsignedArchive: "archive_not_signed"
         case .importFailed: "import_failed"
         case .moveFailed: "move_failed"
         }
@@ -57,6 +64,9 @@ public enum BackupError: OperatorError, Equatable {
         case .fileSystem(let what): what
         case .verificationFailed(let what): "the copy does not match the original: \(what)"
         case .inconsistentArtifacts(let what): "artifacts changed while they were exported (\(what)); run the export again"
+        case .foreignArtifactPaths(let count):
+            "the tenant's database references \(count) file(s) outside the tenant's own storage tree (an artifacts.file_path it changed); refused"
+        case .unsignedArchive(let why): "the archive was not made by this deployment (\(why)), and --require-signed refuses it"
         case .importFailed(let slug, let reason):
             "importing \(slug) failed; its database, role and files were dropped (the tenant is marked failed): \(reason)"
         case .moveFailed(let slug, let reason):

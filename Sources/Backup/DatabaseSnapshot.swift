@@ -1,3 +1,4 @@
+import ArtifactStore
 import ControlPlane
 import Core
 import Foundation
@@ -56,32 +57,58 @@ extension BackupContext {
         }
     }
 
-    /// Dumps the fenced database into `directory` and reads what must match it.
-    func snapshot(_ slug: TenantSlug, server: String, into directory: String, store: ControlStore) async throws
-        -> DatabaseSnapshot
-    {
-        let names = try TenantNames(slug)
-        let url = try await adminURL(of: server, store: store).with(database: names.database.name)
+    /// The tenant's own login on `server`. A suspended tenant's role is
+    /// NOLOGIN, so for it the login is allowed while `body` runs (the caller
+    /// holds the tenant's lock).
+    func withTenantLogin<Result: Sendable>(
+        _ tenant: TenantRecord, server: String, store: ControlStore, _ body: (TenantLogin) async throws -> Result
+    ) async throws -> Result {
+        let slug = try TenantSlug(tenant.id)
+        let adminURL = try await adminURL(of: server, store: store)
+        let login = try await store.tenantLogin(slug, server: adminURL, secrets: secrets)
+        guard tenant.status == .suspended else { return try await body(login) }
+        let logger = self.logger
+        return try await DatabaseConnection.with(adminURL, logger: logger) { connection in
+            try await ServerAdmin(connection: connection, logger: logger)
+                .withLoginAllowed(try TenantNames(slug).role) { try await body(login) }
+        }
+    }
+
+    /// Dumps the fenced database into `directory` and reads what must match
+    /// it, logged in as the tenant.
+    func snapshot(_ login: TenantLogin, into directory: String) async throws -> DatabaseSnapshot {
         let dumpFile = URL(fileURLWithPath: directory).appendingPathComponent(ArchiveManifest.databaseFileName).path
-        try await tools.dump(url, to: dumpFile)
-        return try await DatabaseConnection.with(url, logger: logger) { connection in
+        try await tools.dump(login, to: dumpFile)
+        return try await DatabaseConnection.with(login, logger: logger) { connection in
             DatabaseSnapshot(
                 dumpFile: dumpFile,
                 migrations: try await Migrator(migrations: migrations).applied(connection, logger: logger),
-                references: try await Self.artifactReferences(connection, logger: logger),
+                references: try await Self.artifactReferences(connection, tenant: login.slug, logger: logger),
                 rowCounts: try await Self.rowCounts(connection, logger: logger))
         }
     }
 
-    static func artifactReferences(_ connection: PostgresConnection, logger: Logger) async throws -> [String: String] {
+    /// Every path the tenant's rows reference → its digest. The rows are the
+    /// tenant's to write, so a path outside its own tree is refused here,
+    /// before any file is opened by it.
+    static func artifactReferences(_ connection: PostgresConnection, tenant: TenantSlug, logger: Logger) async throws
+        -> [String: String]
+    {
         let rows = try await connection.query(
             """
-            SELECT DISTINCT ON (file_path) file_path, digest FROM artifacts
-            WHERE digest IS NOT NULL ORDER BY file_path, id DESC
+            SELECT DISTINCT ON (file_path) file_path, digest FROM artifacts ORDER BY file_path, id DESC
             """,
             logger: logger)
         var references: [String: String] = [:]
-        for try await (path, digest) in rows.decode((String, String).self) { references[path] = digest }
+        var foreign = 0
+        for try await (path, digest) in rows.decode((String, String?).self) {
+            guard StoredArtifactPath.isInside(path, tenant: tenant.rawValue) else {
+                foreign += 1
+                continue
+            }
+            references[path] = digest
+        }
+        guard foreign == 0 else { throw BackupError.foreignArtifactPaths(foreign) }
         return references
     }
 

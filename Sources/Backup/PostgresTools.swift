@@ -4,7 +4,7 @@ import Foundation
 
 /// The real `pg_dump` and `pg_restore` (not Debian's wrappers on PATH, which
 /// pick a version by guessing and add a Perl start-up to every call), run as
-/// child processes. Passwords travel in the child's environment (PGPASSWORD),
+/// child processes, always logged in as the tenant. Passwords travel in the child's environment (PGPASSWORD),
 /// never on its command line, where `ps` would show them.
 public struct PostgresTools: Sendable {
     public let binDirectory: String
@@ -26,30 +26,35 @@ public struct PostgresTools: Sendable {
         binDirectory = found
     }
 
-    /// `pg_dump -Fc` of `url`'s database into `file`.
-    public func dump(_ url: PostgresURL, to file: String) async throws {
-        try await run("pg_dump", ["--format=custom", "--no-password", "--file=\(file)", "--dbname=\(url.redacted)"], url)
+    /// `pg_dump -Fc` of the tenant's database into `file`, logged in as the
+    /// tenant: dumping reads (and may call) what the tenant defined.
+    public func dump(_ login: TenantLogin, to file: String) async throws {
+        try await run("pg_dump", ["--format=custom", "--no-password", "--file=\(file)", "--dbname=\(login.url.redacted)"], login)
     }
 
-    /// Restores a custom-format dump into `url`'s (empty) database; every object
-    /// is created by `role`, so the tenant's own role owns what it restores.
-    public func restore(_ file: String, into url: PostgresURL, role: String, jobs: Int) async throws {
+    /// Restores a custom-format dump into the tenant's (empty) database, logged
+    /// in as the tenant: the dump is the tenant's own SQL, so it runs with
+    /// nothing more than the tenant's rights, and what it creates is the
+    /// tenant role's.
+    public func restore(_ file: String, into login: TenantLogin, jobs: Int) async throws {
         try await run(
             "pg_restore",
             [
-                "--no-password", "--no-owner", "--no-privileges", "--exit-on-error", "--role=\(role)",
-                "--jobs=\(max(1, jobs))", "--dbname=\(url.redacted)", file,
+                "--no-password", "--no-owner", "--no-privileges", "--exit-on-error",
+                "--jobs=\(max(1, jobs))", "--dbname=\(login.url.redacted)", file,
             ],
-            url)
+            login)
     }
 
-    private func run(_ tool: String, _ arguments: [String], _ url: PostgresURL) async throws {
+    private func run(_ tool: String, _ arguments: [String], _ login: TenantLogin) async throws {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "\(binDirectory)/\(tool)")
         process.arguments = arguments
         var environment = ["PGAPPNAME": "tenantplane", "PGCONNECT_TIMEOUT": "10", "LC_ALL": "C"]
         environment["PATH"] = ProcessInfo.processInfo.environment["PATH"]
-        environment["PGPASSWORD"] = url.password
+        environment["PGPASSWORD"] = login.url.password
+        // The pinned settings win over any the tenant's database sets for itself.
+        environment["PGOPTIONS"] = TenantLogin.startupOptions()
         process.environment = environment
         process.standardInput = FileHandle.nullDevice
         process.standardOutput = FileHandle.nullDevice

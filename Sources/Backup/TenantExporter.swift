@@ -68,11 +68,13 @@ public struct TenantExporter: Sendable {
                     let fenced = ContinuousClock.now
                     let written: ArchiveWriter.Written
                     do {
-                        let snapshot = try await context.snapshot(slug, server: server, into: work, store: store)
+                        let snapshot = try await context.withTenantLogin(tenant, server: server, store: store) {
+                            try await context.snapshot($0, into: work)
+                        }
                         progress("\(slug): archiving the database and artifacts")
                         let writer = ArchiveWriter(
                             output: output, tenantDirectory: context.tenantDirectory(slug), slug: slug,
-                            tenant: tenant, snapshot: snapshot)
+                            tenant: tenant, snapshot: snapshot, signer: context.signer)
                         written = try await NIOThreadPool.singleton.runIfActive { try writer.write() }
                     } catch {
                         do {
@@ -115,6 +117,7 @@ struct ArchiveWriter: Sendable {
     let slug: TenantSlug
     let tenant: TenantRecord
     let snapshot: DatabaseSnapshot
+    let signer: ArchiveSigner
 
     func write() throws -> Written {
         let directory = (output as NSString).deletingLastPathComponent
@@ -158,7 +161,10 @@ struct ArchiveWriter: Sendable {
                 migrations: snapshot.migrations.map { .init(version: $0.version, name: $0.name, sha256: $0.checksum) }),
             database: "pg_dump --format=custom (restore with pg_restore)",
             files: files, referencedArtifacts: snapshot.references.count)
-        _ = try writer.addFile(named: ArchiveManifest.fileName, bytes: Array(try ArchiveManifest.encoder.encode(manifest)))
+        let manifestBytes = Array(try ArchiveManifest.encoder.encode(manifest))
+        _ = try writer.addFile(named: ArchiveManifest.fileName, bytes: manifestBytes)
+        _ = try writer.addFile(
+            named: ArchiveManifest.signatureFileName, bytes: Array((signer.signature(of: manifestBytes) + "\n").utf8))
         try writer.finish()
         guard link(partial, output) == 0 else {
             let code = errno

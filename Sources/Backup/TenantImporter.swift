@@ -1,3 +1,4 @@
+import ArtifactStore
 import ControlPlane
 import Core
 import Foundation
@@ -18,6 +19,8 @@ public struct ImportReport: Sendable, Codable, Equatable {
     /// Migrations applied after the restore (the archive was older).
     public var migratedForward: [String]
     public var artifacts: Int
+    /// Whether the archive's manifest carries this deployment's signature.
+    public var signedByThisDeployment: Bool
     public var durationMilliseconds: Int
 }
 
@@ -37,8 +40,8 @@ public struct TenantImporter: Sendable {
     }
 
     public func importArchive(
-        _ archive: String, as requested: TenantSlug?, server requestedServer: String?, actor: ControlPlane.Actor,
-        progress: ProgressReporter = { _ in }
+        _ archive: String, as requested: TenantSlug?, server requestedServer: String?, requireSigned: Bool = false,
+        actor: ControlPlane.Actor, progress: ProgressReporter = { _ in }
     ) async throws -> ImportReport {
         let started = ContinuousClock.now
         let context = self.context
@@ -50,6 +53,14 @@ public struct TenantImporter: Sendable {
         progress("verifying \(archive)")
         let stager = ArchiveStager(archive: archive, directory: stage)
         let staged = try await NIOThreadPool.singleton.runIfActive { try stager.stage() }
+        let signed = staged.signature.map { context.signer.isValid($0, for: staged.manifestBytes) } ?? false
+        if !signed {
+            let why = staged.signature == nil ? "it carries no signature" : "its signature does not match this deployment's key"
+            guard !requireSigned else { throw BackupError.unsignedArchive(why) }
+            progress("note: \(why); importing it anyway, as an untrusted archive (--require-signed refuses such archives)")
+        } else {
+            progress("the archive carries this deployment's signature")
+        }
         try checkSchema(staged.manifest.schema)
         let source: TenantSlug
         do {
@@ -63,7 +74,7 @@ public struct TenantImporter: Sendable {
             try await store.withTenantLock(slug) {
                 try await store.audited(
                     actor, action: "tenant.import", resourceType: "tenant", resourceId: slug.rawValue,
-                    details: ["source_tenant": source.rawValue]
+                    details: ["source_tenant": source.rawValue, "signed_by_this_deployment": signed ? "true" : "false"]
                 ) {
                     let existing = try await store.tenant(slug)
                     if let existing, [.active, .suspended, .deleting].contains(existing.status) {
@@ -89,7 +100,7 @@ public struct TenantImporter: Sendable {
                             tenant: slug.rawValue, sourceTenant: source.rawValue, server: server,
                             archiveSchemaVersion: staged.manifest.schema.version,
                             schemaVersion: context.migrations.latestVersion, migratedForward: applied,
-                            artifacts: staged.artifacts,
+                            artifacts: staged.artifacts, signedByThisDeployment: signed,
                             durationMilliseconds: (ContinuousClock.now - started).milliseconds)
                     } catch {
                         let reason = OperatorFailure(error).message
@@ -129,6 +140,13 @@ public struct TenantImporter: Sendable {
 
     /// Role, database, restore, paths, migrations, artifacts. Returns the
     /// migrations applied after the restore.
+    ///
+    /// The dump is the tenant's own SQL (a customer may hand back an edited
+    /// export), so everything that runs inside the new database — the restore,
+    /// the path rewrite, the migrations, the check of what was restored — logs
+    /// in as the new tenant's role. The admin connection only creates the role
+    /// and the database and, after the restore, clears whatever session
+    /// defaults and password the dump set for them.
     private func restore(
         _ staged: ArchiveStager.Staged, as slug: TenantSlug, from source: TenantSlug, names: TenantNames,
         adminURL: PostgresURL, store: ControlStore, progress: ProgressReporter
@@ -148,9 +166,16 @@ public struct TenantImporter: Sendable {
             try await admin.restrictConnect(names.database, to: names.role)
         }
         progress("\(slug): restoring the database")
-        let tenantAdminURL = adminURL.with(database: names.database.name)
-        try await context.tools.restore(staged.databaseFile, into: tenantAdminURL, role: names.role.name, jobs: 2)
-        let applied = try await DatabaseConnection.with(tenantAdminURL, logger: logger) { connection in
+        let login = TenantLogin(slug: slug, password: password, server: adminURL)
+        try await context.tools.restore(staged.databaseFile, into: login, jobs: 2)
+        try await DatabaseConnection.with(adminURL, logger: logger) { connection in
+            let admin = ServerAdmin(connection: connection, logger: logger)
+            try await admin.terminateConnections(to: names.database)
+            try await admin.clearSessionDefaults(names.role, database: names.database)
+            // The dump may have changed the role's password (ALTER ROLE CURRENT_USER PASSWORD).
+            try await admin.ensureLoginRole(names.role, scramVerifier: verifier)
+        }
+        let applied = try await DatabaseConnection.with(login, logger: logger) { connection in
             if slug != source {
                 // Artifact rows hold paths under the tenant id.
                 let old = source.rawValue + "/"
@@ -162,9 +187,8 @@ public struct TenantImporter: Sendable {
                     """,
                     logger: logger)
             }
-            try await connection.query(PostgresQuery(unsafeSQL: "SET ROLE \(names.role.quoted)"), logger: logger)
             let report = try await Migrator(migrations: context.migrations).migrate(connection, logger: logger)
-            try await connection.query("RESET ROLE", logger: logger)
+            try await Self.checkReferences(connection, tenant: slug, against: staged.manifest, logger: logger)
             return report.applied.map(\.file)
         }
         let target = context.tenantDirectory(slug)
@@ -178,6 +202,36 @@ public struct TenantImporter: Sendable {
             }
         }
         return applied
+    }
+
+    /// Every `artifacts` row of the restored database must name a file of the
+    /// new tenant's own tree that the archive carries, with the digest the
+    /// archive's manifest (checked against its bytes) records for it.
+    static func checkReferences(
+        _ connection: PostgresConnection, tenant: TenantSlug, against manifest: ArchiveManifest, logger: Logger
+    ) async throws {
+        let prefix = tenant.rawValue + "/"
+        let carried = Dictionary(
+            manifest.files.compactMap { file -> (String, String)? in
+                guard file.path.hasPrefix(ArchiveManifest.artifactsDirectory + "/") else { return nil }
+                return (prefix + file.path.dropFirst(ArchiveManifest.artifactsDirectory.utf8.count + 1), file.sha256.lowercased())
+            },
+            uniquingKeysWith: { first, _ in first })
+        let rows = try await connection.query("SELECT file_path, digest FROM artifacts", logger: logger)
+        var foreign = 0
+        var unmatched = 0
+        for try await (path, digest) in rows.decode((String, String?).self) {
+            guard StoredArtifactPath.isInside(path, tenant: tenant.rawValue) else {
+                foreign += 1
+                continue
+            }
+            if digest == nil || carried[path] != digest { unmatched += 1 }
+        }
+        guard foreign == 0 else { throw BackupError.foreignArtifactPaths(foreign) }
+        guard unmatched == 0 else {
+            throw BackupError.invalidArchive(
+                "\(unmatched) artifact row(s) name a file the archive does not carry with that digest")
+        }
     }
 
     /// Drops what an import of `slug` created: database, role, artifact tree.

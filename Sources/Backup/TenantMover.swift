@@ -28,7 +28,8 @@ public struct MoveReport: Sendable, Codable, Equatable {
 }
 
 /// `tenant move`: the tenant's database is fenced (reads go on, writes get
-/// 503), dumped, restored on the target server as the same role, compared
+/// 503), dumped and restored on the target server, both logged in as the
+/// tenant's own role, compared
 /// (row counts per table, artifact digests), and then the control database
 /// points at the new copy in one transaction. Routers follow within their key
 /// cache's lifetime; only after that is the old copy dropped.
@@ -134,14 +135,12 @@ public struct TenantMover: Sendable {
             let work = try context.workDirectory("moves")
             defer { try? FileManager.default.removeItem(atPath: work) }
             progress("\(slug): dumping the database on \(from)")
-            snapshot = try await context.snapshot(slug, server: from, into: work, store: store)
+            let sourceLogin = try await store.tenantLogin(slug, server: sourceAdmin, secrets: context.secrets)
+            snapshot = try await context.snapshot(sourceLogin, into: work)
             try await phase(move.id, .dumped, store: store)
 
             try await phase(move.id, .creatingTarget, store: store)
-            guard let sealed = try await store.sealedRolePassword(slug) else {
-                throw ControlError.conflict("tenant \(slug) has no role password")
-            }
-            let verifier = try ScramVerifier.make(password: try context.secrets.open(sealed, owner: slug.rawValue))
+            let verifier = try ScramVerifier.make(password: sourceLogin.url.password ?? "")
             try await DatabaseConnection.with(targetAdmin, logger: logger) { connection in
                 let admin = ServerAdmin(connection: connection, logger: logger)
                 try await admin.ensureLoginRole(names.role, scramVerifier: verifier)
@@ -149,15 +148,22 @@ public struct TenantMover: Sendable {
                 try await admin.restrictConnect(names.database, to: names.role)
             }
             progress("\(slug): restoring on \(target)")
-            let targetDatabase = targetAdmin.with(database: names.database.name)
-            try await context.tools.restore(snapshot.dumpFile, into: targetDatabase, role: names.role.name, jobs: 2)
+            // The dump is the tenant's SQL: restored, and the copy read back, as the tenant.
+            let targetLogin = TenantLogin(slug: slug, password: sourceLogin.url.password ?? "", server: targetAdmin)
+            try await context.tools.restore(snapshot.dumpFile, into: targetLogin, jobs: 2)
+            try await DatabaseConnection.with(targetAdmin, logger: logger) { connection in
+                let admin = ServerAdmin(connection: connection, logger: logger)
+                try await admin.terminateConnections(to: names.database)
+                try await admin.clearSessionDefaults(names.role, database: names.database)
+                try await admin.ensureLoginRole(names.role, scramVerifier: verifier)
+            }
             try await phase(move.id, .restored, store: store)
 
             progress("\(slug): verifying the copy")
-            let (counts, references) = try await DatabaseConnection.with(targetDatabase, logger: logger) { connection in
+            let (counts, references) = try await DatabaseConnection.with(targetLogin, logger: logger) { connection in
                 (
                     try await BackupContext.rowCounts(connection, logger: logger),
-                    try await BackupContext.artifactReferences(connection, logger: logger)
+                    try await BackupContext.artifactReferences(connection, tenant: slug, logger: logger)
                 )
             }
             try Self.compare(counts, snapshot.rowCounts)

@@ -46,9 +46,18 @@ extension Tenantplane.Tenant {
                 Then a new role and database (on --server, or the server with the most free capacity), the \
                 restore, any newer migrations, the artifacts, and the tenant is active. API keys are not \
                 carried over: issue new ones with `tenantplane tenant key create`.
+
+                An archive is the tenant's own data and is treated as untrusted: its dump is restored, and \
+                everything else inside the new database runs, logged in as the new tenant's role, never as \
+                the server's admin; every artifact row must name a file of the archive with its recorded \
+                digest. Exports carry an HMAC of their manifest under a key derived from the master key: \
+                the import says whether this deployment made the archive, and --require-signed refuses \
+                archives it did not make (or that were edited since).
                 """
         )
         @Argument(help: "Archive written by tenant export or backup --all.") var file: String
+        @Flag(name: .customLong("require-signed"), help: "Refuse an archive this deployment did not sign.")
+        var requireSigned = false
         @Option(name: .customLong("as"), help: "Tenant id to import as (default: the archive's).") var slug: String?
         @Option(name: .long, help: "Database server to place it on.") var server: String?
         @OptionGroup var output: JSONFlag
@@ -59,11 +68,12 @@ extension Tenantplane.Tenant {
                 let context = try CommandContext()
                 let backup = try BackupContext(settings: context.settings, logger: context.logger)
                 let report = try await TenantImporter(context: backup).importArchive(
-                    file, as: slug, server: server, actor: context.actor, progress: Output.progress(quiet: output.json))
+                    file, as: slug, server: server, requireSigned: requireSigned, actor: context.actor,
+                    progress: Output.progress(quiet: output.json))
                 if output.json { return try Output.json(report) }
                 let forward = report.migratedForward.isEmpty ? "" : ", migrated forward: \(report.migratedForward.joined(separator: ", "))"
                 Output.line(
-                    "imported \(report.sourceTenant) as \(report.tenant) on server \(report.server) at schema version \(report.schemaVersion) (archive: \(report.archiveSchemaVersion)\(forward)), \(report.artifacts) artifacts, \(report.durationMilliseconds) ms")
+                    "imported \(report.sourceTenant) as \(report.tenant) on server \(report.server) at schema version \(report.schemaVersion) (archive: \(report.archiveSchemaVersion)\(forward)), \(report.artifacts) artifacts, \(report.signedByThisDeployment ? "signed by this deployment" : "not signed by this deployment"), \(report.durationMilliseconds) ms")
                 Output.note("tenantplane: API keys are not carried over; issue one with: tenantplane tenant key create \(report.tenant)")
             }
         }

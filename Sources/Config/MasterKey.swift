@@ -16,3 +16,11 @@ public struct MasterKey: Sendable {
         self.key = key
     }
 }
+
+extension MasterKey {
+    /// A key of its own for one purpose (HKDF-SHA256 with `label` as its
+    /// info), so no two uses of the master key share key material.
+    public func derivedKey(label: String) -> SymmetricKey {
+        HKDF<SHA256>.deriveKey(inputKeyMaterial: key, info: Data(label.utf8), outputByteCount: 32)
+    }
+}

@@ -11,6 +11,9 @@ public struct FleetTenant: Sendable {
     /// Fingerprint of the migration files its database held after its last
     /// successful run (see `MigrationSet.fingerprint`).
     public var migrationFingerprint: String?
+    public var status: TenantStatus
+    /// The role password, sealed (see `SecretBox`).
+    public var sealedRolePassword: Data?
 }
 
 /// One tenant's line of `migrate status`: where it stands and its last outcome.
@@ -29,16 +32,20 @@ extension ControlStore {
         let names = slugs.map(\.rawValue)
         let rows = try await connection.query(
             """
-            SELECT id, server, schema_version, migration_fingerprint FROM tenants
+            SELECT id, server, schema_version, migration_fingerprint, status, role_password_encrypted FROM tenants
             WHERE status IN ('active', 'suspended') AND server IS NOT NULL
               AND (cardinality(\(names)::text[]) = 0 OR id = ANY(\(names)::text[]))
             ORDER BY id
             """,
             logger: logger)
         var tenants: [FleetTenant] = []
-        for try await (id, server, version, fingerprint) in rows.decode((String, String, Int?, String?).self) {
+        for try await (id, server, version, fingerprint, status, sealed)
+            in rows.decode((String, String, Int?, String?, String, Data?).self)
+        {
             tenants.append(
-                FleetTenant(slug: try TenantSlug(id), server: server, schemaVersion: version, migrationFingerprint: fingerprint))
+                FleetTenant(
+                    slug: try TenantSlug(id), server: server, schemaVersion: version, migrationFingerprint: fingerprint,
+                    status: TenantStatus(rawValue: status) ?? .failed, sealedRolePassword: sealed))
         }
         return tenants
     }

@@ -162,6 +162,17 @@ extension ControlStore {
         return try await rows.collect().first?.decode(Data?.self)
     }
 
+    /// The tenant's own login into its database on the server `serverURL`
+    /// points at (the password unsealed from the control database).
+    public func tenantLogin(_ slug: TenantSlug, server serverURL: PostgresURL, secrets: SecretBox) async throws
+        -> TenantLogin
+    {
+        guard let sealed = try await sealedRolePassword(slug) else {
+            throw ControlError.conflict("tenant \(slug) has no role password (it is being created or was deleted)")
+        }
+        return TenantLogin(slug: slug, password: try secrets.open(sealed, owner: slug.rawValue), server: serverURL)
+    }
+
     public func storeSealedRolePassword(_ slug: TenantSlug, _ sealed: Data) async throws {
         try await connection.query(
             "UPDATE tenants SET role_password_encrypted = \(sealed) WHERE id = \(slug.rawValue)", logger: logger)

@@ -5,10 +5,10 @@ import PostgresNIO
 /// opens a plain connection: it fails at once when the server is down, where a
 /// pool would keep retrying for a minute before giving up.
 public enum DatabaseConnection {
-    /// `role`, when given, is the session's role from the start (as `SET ROLE`
-    /// would make it, saving a round trip); the login stays `url`'s user.
+    /// `startupOptions` is the session's `options` startup parameter
+    /// (`-c name=value …`).
     public static func open(
-        _ url: PostgresURL, role: SQLIdentifier? = nil, logger: Logger
+        _ url: PostgresURL, startupOptions: String? = nil, logger: Logger
     ) async throws(DatabaseError) -> PostgresConnection {
         var configuration: PostgresConnection.Configuration
         do {
@@ -16,8 +16,8 @@ public enum DatabaseConnection {
         } catch {
             throw .unreachable(server: url.redacted, reason: "TLS set-up failed: \(error)")
         }
-        if let role {
-            configuration.options.additionalStartupParameters = [("options", "-c role=\(role.name)")]
+        if let startupOptions {
+            configuration.options.additionalStartupParameters = [("options", startupOptions)]
         }
         do {
             return try await PostgresConnection.connect(
@@ -31,11 +31,11 @@ public enum DatabaseConnection {
     @discardableResult
     public static func with<Result: Sendable>(
         _ url: PostgresURL,
-        role: SQLIdentifier? = nil,
+        startupOptions: String? = nil,
         logger: Logger,
         _ body: (PostgresConnection) async throws -> Result
     ) async throws -> Result {
-        let connection = try await open(url, role: role, logger: logger)
+        let connection = try await open(url, startupOptions: startupOptions, logger: logger)
         do {
             let result = try await body(connection)
             try? await connection.close()
@@ -44,6 +44,19 @@ public enum DatabaseConnection {
             try? await connection.close()
             throw error
         }
+    }
+}
+
+extension DatabaseConnection {
+    /// Runs `body` in the tenant's database, logged in as the tenant's role,
+    /// with the pinned settings of every tenant session.
+    @discardableResult
+    public static func with<Result: Sendable>(
+        _ login: TenantLogin,
+        logger: Logger,
+        _ body: (PostgresConnection) async throws -> Result
+    ) async throws -> Result {
+        try await with(login.url, startupOptions: TenantLogin.startupOptions(), logger: logger, body)
     }
 }
 

@@ -181,8 +181,8 @@ public struct FleetMigrator: Sendable {
         }
     }
 
-    /// One tenant: connect as the admin, act as the tenant's role, migrate (or
-    /// inspect, on a dry run), record the outcome. Failures of the tenant are
+    /// One tenant: log in as the tenant's own role, migrate (or inspect, on a
+    /// dry run), record the outcome. Failures of the tenant are
     /// results, not errors; only a failing control database stops the run.
     private func migrate(_ target: Target, dryRun: Bool, store: ControlStore) async throws -> FleetMigrationResult {
         let clock = ContinuousClock()
@@ -194,40 +194,40 @@ public struct FleetMigrator: Sendable {
         var applied: [MigrationFile] = []
         var failedFile: (file: MigrationFile, failure: MigrationFailure)?
         do {
-            let role = try SQLIdentifier(slug.roleName)
-            let url = target.adminURL.with(database: slug.databaseName)
-            try await DatabaseConnection.with(url, role: role, logger: logger) { connection in
-                let migrator = Migrator(migrations: migrations)
-                if dryRun {
-                    let state = try await migrator.inspect(connection, logger: logger)
-                    result.fromVersion = state.currentVersion
-                    result.toVersion = state.currentVersion
-                    if !state.drift.isEmpty {
-                        result.outcome = .drift
-                        result.error = MigrationError.drift(state.drift).message
-                    } else {
-                        result.outcome = state.pending.isEmpty ? .current : .pending
-                        result.pendingFiles = state.pending
+            try await withTenantLogin(target, store: store) { login in
+                try await DatabaseConnection.with(login, logger: logger) { connection in
+                    let migrator = Migrator(migrations: migrations)
+                    if dryRun {
+                        let state = try await migrator.inspect(connection, logger: logger)
+                        result.fromVersion = state.currentVersion
+                        result.toVersion = state.currentVersion
+                        if !state.drift.isEmpty {
+                            result.outcome = .drift
+                            result.error = MigrationError.drift(state.drift).message
+                        } else {
+                            result.outcome = state.pending.isEmpty ? .current : .pending
+                            result.pendingFiles = state.pending
+                        }
+                        return
                     }
-                    return
-                }
-                do {
-                    let report = try await migrator.migrate(connection, logger: logger)
-                    applied = report.applied.compactMap { migrations.file(version: $0.version) }
-                    result.fromVersion = report.fromVersion
-                    result.toVersion = report.toVersion
-                    result.outcome = report.applied.isEmpty ? .current : .migrated
-                } catch MigrationError.drift(let drift) {
-                    result.outcome = .drift
-                    result.error = MigrationError.drift(drift).message
-                } catch MigrationError.failed(let failure) {
-                    applied = failure.applied.compactMap { migrations.file(version: $0.version) }
-                    failedFile = migrations.file(version: failure.version).map { ($0, failure) }
-                    result.fromVersion = failure.fromVersion
-                    result.toVersion = failure.reachedVersion
-                    result.outcome = .failed
-                    result.error = failure.summary
-                    result.sqlState = failure.sqlState
+                    do {
+                        let report = try await migrator.migrate(connection, logger: logger)
+                        applied = report.applied.compactMap { migrations.file(version: $0.version) }
+                        result.fromVersion = report.fromVersion
+                        result.toVersion = report.toVersion
+                        result.outcome = report.applied.isEmpty ? .current : .migrated
+                    } catch MigrationError.drift(let drift) {
+                        result.outcome = .drift
+                        result.error = MigrationError.drift(drift).message
+                    } catch MigrationError.failed(let failure) {
+                        applied = failure.applied.compactMap { migrations.file(version: $0.version) }
+                        failedFile = migrations.file(version: failure.version).map { ($0, failure) }
+                        result.fromVersion = failure.fromVersion
+                        result.toVersion = failure.reachedVersion
+                        result.outcome = .failed
+                        result.error = failure.summary
+                        result.sqlState = failure.sqlState
+                    }
                 }
             }
         } catch {
@@ -250,6 +250,33 @@ public struct FleetMigrator: Sendable {
                 outcome: outcome, error: result.error)
         }
         return result
+    }
+}
+
+extension FleetMigrator {
+    /// The tenant's own login: its files run with the tenant's rights, and any
+    /// function or trigger of the tenant's that they fire runs with no more.
+    /// A suspended tenant's role is NOLOGIN; it may log in while its files
+    /// run, under the tenant's lock (so no resume or suspension interleaves).
+    func withTenantLogin(
+        _ target: Target, store: ControlStore, _ body: (TenantLogin) async throws -> Void
+    ) async throws {
+        let slug = target.tenant.slug
+        guard let sealed = target.tenant.sealedRolePassword, let secrets else {
+            throw ControlError.conflict("tenant \(slug) has no role password tenantplane can open")
+        }
+        let login = TenantLogin(slug: slug, password: try secrets.open(sealed, owner: slug.rawValue), server: target.adminURL)
+        guard target.tenant.status == .suspended else { return try await body(login) }
+        let done: Bool? = try await store.withTenantLockIfFree(slug) {
+            try await DatabaseConnection.with(target.adminURL, logger: logger) { connection in
+                try await ServerAdmin(connection: connection, logger: logger)
+                    .withLoginAllowed(try SQLIdentifier(slug.roleName)) { try await body(login) }
+            }
+            return true
+        }
+        guard done == true else {
+            throw ControlError.conflict("tenant \(slug) is busy (an export, move or resume holds it); run the migration again")
+        }
     }
 }
 

@@ -146,7 +146,9 @@ public struct Provisioner: Sendable {
                 return result
             }
 
-            let version = try await migrateTenantDatabase(names, adminURL: adminURL, origin: origin)
+            let version = try await migrateTenantDatabase(
+                names, login: TenantLogin(slug: slug, password: password, server: adminURL), adminURL: adminURL,
+                origin: origin)
             try await store.setSchemaVersion(slug, version, fingerprint: migrations.fingerprint)
             try await store.setProvisioningStep(slug, ProvisioningStep.migrate.rawValue)
             try finished(.migrate, slug: slug, since: started)
@@ -219,17 +221,19 @@ public struct Provisioner: Sendable {
         return (origin, note)
     }
 
-    /// Applies whatever migrations are pending, as the tenant's role. A copy of
-    /// a current template has none, and its objects already belong to the
-    /// tenant (see `TemplateDatabase`): nothing to connect to. Returns the
-    /// schema version.
-    private func migrateTenantDatabase(_ names: TenantNames, adminURL: PostgresURL, origin: DatabaseOrigin)
-        async throws -> Int
-    {
+    /// Applies whatever migrations are pending, logged in as the tenant's
+    /// role. A copy of a current template has none, and its objects already
+    /// belong to the tenant (see `TemplateDatabase`): nothing to connect to.
+    /// Returns the schema version.
+    private func migrateTenantDatabase(
+        _ names: TenantNames, login: TenantLogin, adminURL: PostgresURL, origin: DatabaseOrigin
+    ) async throws -> Int {
         if origin == .template || origin == .refreshedTemplate { return migrations.latestVersion }
-        return try await DatabaseConnection.with(adminURL.with(database: names.database.name), logger: logger) { connection in
-            if origin == .existing {
-                // A copy an earlier version left half-made still has the retired template layout.
+        if origin == .existing {
+            // A copy an earlier version left half-made still has the retired
+            // template layout: ownership is handed over by the admin, which
+            // runs nothing of the database's.
+            try await DatabaseConnection.with(adminURL.with(database: names.database.name), logger: logger) { connection in
                 let retired = TemplateDatabase.retiredOwner
                 try await connection.query(
                     PostgresQuery(
@@ -243,10 +247,9 @@ public struct Provisioner: Sendable {
                             """),
                     logger: logger)
             }
-            try await connection.query(PostgresQuery(unsafeSQL: "SET ROLE \(names.role.quoted)"), logger: logger)
-            let report = try await Migrator(migrations: migrations).migrate(connection, logger: logger)
-            try await connection.query("RESET ROLE", logger: logger)
-            return report.toVersion
+        }
+        return try await DatabaseConnection.with(login, logger: logger) { connection in
+            try await Migrator(migrations: migrations).migrate(connection, logger: logger).toVersion
         }
     }
 

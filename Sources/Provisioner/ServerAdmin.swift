@@ -42,6 +42,42 @@ public struct ServerAdmin {
             PostgresQuery(unsafeSQL: "ALTER ROLE \(role.quoted) \(allowed ? "LOGIN" : "NOLOGIN")"), logger: logger)
     }
 
+    /// Clears every session default the tenant's own SQL can persist (a
+    /// restored dump may hold `ALTER ROLE CURRENT_USER SET …`, `ALTER ROLE …
+    /// IN DATABASE … SET …` or `ALTER DATABASE … SET …`), so no later session
+    /// inherits a `search_path` or a timeout the tenant chose. Cluster-level
+    /// DDL only: nothing inside the database is read or run.
+    public func clearSessionDefaults(_ role: SQLIdentifier, database: SQLIdentifier) async throws {
+        try await runWithArguments(
+            role.name, database.name,
+            """
+            EXECUTE format('ALTER ROLE %I RESET ALL', current_setting('tenantplane.arg1'));
+            EXECUTE format('ALTER DATABASE %I RESET ALL', current_setting('tenantplane.arg2'));
+            EXECUTE (
+                SELECT coalesce(string_agg(format('ALTER ROLE %I IN DATABASE %I RESET ALL', r.rolname, d.datname), '; '), 'SELECT')
+                FROM pg_db_role_setting s
+                JOIN pg_roles r ON r.oid = s.setrole JOIN pg_database d ON d.oid = s.setdatabase
+                WHERE r.rolname = current_setting('tenantplane.arg1')
+            );
+            """)
+    }
+
+    /// Runs `body` while `role` may log in, for tenantplane's own work on a
+    /// suspended tenant (export, fleet migration), which logs in as the
+    /// tenant like any other. The caller holds the tenant's lock, so no resume
+    /// or suspension interleaves; the role is NOLOGIN again however `body` ends.
+    public func withLoginAllowed<Result>(_ role: SQLIdentifier, _ body: () async throws -> Result) async throws -> Result {
+        try await setLogin(role, allowed: true)
+        do {
+            let result = try await body()
+            try await setLogin(role, allowed: false)
+            return result
+        } catch {
+            try? await setLogin(role, allowed: false)
+            throw error
+        }
+    }
+
     /// `CREATE DATABASE` cannot run in a transaction block; WAL_LOG copies a
     /// template 3× faster than FILE_COPY here and forces no checkpoint.
     public func createDatabase(_ database: SQLIdentifier, owner: SQLIdentifier, template: SQLIdentifier) async throws {

@@ -406,8 +406,11 @@ public final class TenantPools: Service, Sendable {
         // A session left inside a transaction (a request cancelled between
         // BEGIN and COMMIT) would keep its row locks, and a run locked that
         // way is skipped by every claim (SKIP LOCKED) for good. PostgreSQL
-        // ends such a session after 30 s, and its locks with it.
-        configuration.options.additionalStartupParameters = [("options", "-c idle_in_transaction_session_timeout=30s")]
+        // ends such a session after 30 s, and its locks with it. The other
+        // pinned settings win over any the tenant's own SQL persisted.
+        configuration.options.additionalStartupParameters = [
+            ("options", TenantLogin.startupOptions(overriding: [("idle_in_transaction_session_timeout", "30s")]))
+        ]
         // The pool warns when a request arrives a moment before `run()` has
         // started, which is how every new tenant pool begins; what matters
         // (unreachable databases) this type logs itself.
