@@ -35,13 +35,16 @@ public struct PostgresTools: Sendable {
     /// Restores a custom-format dump into the tenant's (empty) database, logged
     /// in as the tenant: the dump is the tenant's own SQL, so it runs with
     /// nothing more than the tenant's rights, and what it creates is the
-    /// tenant role's.
-    public func restore(_ file: String, into login: TenantLogin, jobs: Int) async throws {
+    /// tenant role's. One session, never `--jobs`: a parallel restore logs in
+    /// again after its data phase, and SQL the dump ran by then (a check
+    /// constraint, `ALTER ROLE CURRENT_USER PASSWORD`) may have changed the
+    /// password it would log in with.
+    public func restore(_ file: String, into login: TenantLogin) async throws {
         try await run(
             "pg_restore",
             [
                 "--no-password", "--no-owner", "--no-privileges", "--exit-on-error",
-                "--jobs=\(max(1, jobs))", "--dbname=\(login.url.redacted)", file,
+                "--dbname=\(login.url.redacted)", file,
             ],
             login)
     }

@@ -167,17 +167,18 @@ public struct TenantImporter: Sendable {
         }
         progress("\(slug): restoring the database")
         let login = TenantLogin(slug: slug, password: password, server: adminURL)
-        try await context.tools.restore(staged.databaseFile, into: login, jobs: 2)
+        try await context.tools.restore(staged.databaseFile, into: login)
+        // The dump may have set session defaults or a password for the role
+        // and database; clear them before tenantplane logs in again.
         try await DatabaseConnection.with(adminURL, logger: logger) { connection in
-            let admin = ServerAdmin(connection: connection, logger: logger)
-            try await admin.terminateConnections(to: names.database)
-            try await admin.clearSessionDefaults(names.role, database: names.database)
-            // The dump may have changed the role's password (ALTER ROLE CURRENT_USER PASSWORD).
-            try await admin.ensureLoginRole(names.role, scramVerifier: verifier)
+            try await ServerAdmin(connection: connection, logger: logger)
+                .reclaim(names.role, database: names.database, scramVerifier: verifier)
         }
-        let applied = try await DatabaseConnection.with(login, logger: logger) { connection in
-            if slug != source {
-                // Artifact rows hold paths under the tenant id.
+        if slug != source {
+            // Artifact rows hold paths under the tenant id. The update fires
+            // the tenant's triggers, which may change this session's settings:
+            // it is closed afterwards and nothing else runs on it.
+            try await DatabaseConnection.with(login, logger: logger) { connection in
                 let old = source.rawValue + "/"
                 let new = slug.rawValue + "/"
                 try await connection.query(
@@ -187,9 +188,18 @@ public struct TenantImporter: Sendable {
                     """,
                     logger: logger)
             }
+        }
+        let applied = try await DatabaseConnection.with(login, logger: logger) { connection in
             let report = try await Migrator(migrations: context.migrations).migrate(connection, logger: logger)
-            try await Self.checkReferences(connection, tenant: slug, against: staged.manifest, logger: logger)
             return report.applied.map(\.file)
+        }
+        // Checked on a session no migration has run on (and so no trigger).
+        try await DatabaseConnection.with(login, logger: logger) { connection in
+            try await Self.checkReferences(connection, tenant: slug, against: staged.manifest, logger: logger)
+        }
+        try await DatabaseConnection.with(adminURL, logger: logger) { connection in
+            try await ServerAdmin(connection: connection, logger: logger)
+                .reclaim(names.role, database: names.database, scramVerifier: verifier)
         }
         let target = context.tenantDirectory(slug)
         if FileManager.default.fileExists(atPath: target) { try FileManager.default.removeItem(atPath: target) }
@@ -217,7 +227,7 @@ public struct TenantImporter: Sendable {
                 return (prefix + file.path.dropFirst(ArchiveManifest.artifactsDirectory.utf8.count + 1), file.sha256.lowercased())
             },
             uniquingKeysWith: { first, _ in first })
-        let rows = try await connection.query("SELECT file_path, digest FROM artifacts", logger: logger)
+        let rows = try await connection.query("SELECT file_path, digest FROM public.artifacts", logger: logger)
         var foreign = 0
         var unmatched = 0
         for try await (path, digest) in rows.decode((String, String?).self) {

@@ -150,12 +150,10 @@ public struct TenantMover: Sendable {
             progress("\(slug): restoring on \(target)")
             // The dump is the tenant's SQL: restored, and the copy read back, as the tenant.
             let targetLogin = TenantLogin(slug: slug, password: sourceLogin.url.password ?? "", server: targetAdmin)
-            try await context.tools.restore(snapshot.dumpFile, into: targetLogin, jobs: 2)
+            try await context.tools.restore(snapshot.dumpFile, into: targetLogin)
             try await DatabaseConnection.with(targetAdmin, logger: logger) { connection in
-                let admin = ServerAdmin(connection: connection, logger: logger)
-                try await admin.terminateConnections(to: names.database)
-                try await admin.clearSessionDefaults(names.role, database: names.database)
-                try await admin.ensureLoginRole(names.role, scramVerifier: verifier)
+                try await ServerAdmin(connection: connection, logger: logger)
+                    .reclaim(names.role, database: names.database, scramVerifier: verifier)
             }
             try await phase(move.id, .restored, store: store)
 

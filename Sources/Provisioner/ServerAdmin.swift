@@ -62,6 +62,16 @@ public struct ServerAdmin {
             """)
     }
 
+    /// Takes a tenant's role and database back after the tenant's own SQL ran
+    /// in it unwatched (a restored dump, its triggers): ends its sessions,
+    /// clears the session defaults it set and sets tenantplane's password
+    /// again (it may have run `ALTER ROLE CURRENT_USER PASSWORD`).
+    public func reclaim(_ role: SQLIdentifier, database: SQLIdentifier, scramVerifier: String) async throws {
+        try await terminateConnections(to: database)
+        try await clearSessionDefaults(role, database: database)
+        try await ensureLoginRole(role, scramVerifier: scramVerifier)
+    }
+
     /// Runs `body` while `role` may log in, for tenantplane's own work on a
     /// suspended tenant (export, fleet migration), which logs in as the
     /// tenant like any other. The caller holds the tenant's lock, so no resume
