@@ -69,6 +69,7 @@ let package = Package(
             name: "Provisioner",
             dependencies: [
                 "Core",
+                "ArtifactStore",
                 "Config",
                 "Migrations",
                 "ControlPlane",

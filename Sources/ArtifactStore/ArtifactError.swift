@@ -13,6 +13,13 @@ public enum ArtifactError: OperatorError, Equatable {
     case integrityFailure
     /// An upload past its limit (bytes).
     case tooLarge(limit: Int)
+    /// The name already holds a file: artifact names are write-once.
+    case alreadyExists
+    /// A step's `output.json` is taken by bytes a committed row describes, or
+    /// the writer no longer holds the run's lease: it leaves them as they are.
+    case outputTaken
+    /// The tenant has no storage directory (it was deleted, or is being).
+    case tenantStorageMissing
     /// The filesystem refused: what failed, with the relative path.
     case storageFailure(String)
 
@@ -20,7 +27,8 @@ public enum ArtifactError: OperatorError, Equatable {
         switch self {
         case .invalidName, .invalidDigest: 400
         case .notFound: 404
-        case .integrityFailure: 409
+        case .integrityFailure, .alreadyExists, .outputTaken: 409
+        case .tenantStorageMissing: 404
         case .tooLarge: 413
         case .storageFailure: 500
         }
@@ -32,6 +40,9 @@ public enum ArtifactError: OperatorError, Equatable {
         case .invalidDigest: "invalid_digest"
         case .notFound: "not_found"
         case .integrityFailure: "integrity_failure"
+        case .alreadyExists: "artifact_exists"
+        case .outputTaken: "output_taken"
+        case .tenantStorageMissing: "tenant_storage_missing"
         case .tooLarge: "body_too_large"
         case .storageFailure: "storage_failure"
         }
@@ -50,6 +61,12 @@ public enum ArtifactError: OperatorError, Equatable {
             "the stored file does not match its recorded digest"
         case .tooLarge(let limit):
             "the upload is larger than the limit of \(limit) bytes"
+        case .alreadyExists:
+            "an artifact of that name already exists; artifact names are write-once (upload under another name)"
+        case .outputTaken:
+            "the step's output is already recorded, or this worker no longer holds the run"
+        case .tenantStorageMissing:
+            "the tenant's storage directory does not exist (the tenant is deleted or being deleted)"
         case .storageFailure(let what):
             "storage failure: \(what)"
         }

@@ -1,6 +1,8 @@
 // ArtifactStore: step outputs and uploaded artifacts on disk, by path and
 // sha256 digest, under storage/{tenant_id}/{run_id}/{step}/. Writes are atomic
-// (temporary file, fsync, rename, fsync of the directory); reads verify the
+// and write-once (temporary file, fsync, link(2) under a name that must be
+// free, fsync of the directory): bytes a row describes are never replaced;
+// reads verify the
 // digest before the first byte leaves; every path component is validated so no
 // input can leave its tenant's directory. It knows nothing of databases or HTTP.
 
@@ -58,31 +60,77 @@ public struct TenantArtifacts: Sendable {
         try ArtifactLocation.artifact(tenant: tenantID, run: run, step: step, name: name).path
     }
 
-    /// Atomically writes a step's output.json; returns where and its digest.
-    /// Runs on the blocking I/O thread pool (it fsyncs); failures are `ArtifactError`.
-    public func writeOutput(run: UUID, step: String, contents: [UInt8]) async throws(ArtifactError) -> StoredFile {
-        try await BlockingIO.run { () throws(ArtifactError) in
-            try writeOutputBlocking(run: run, step: step, contents: contents)
-        }
+    /// Makes the tenant's directory (idempotent): provisioning's job, and
+    /// only its; the store's writes never make it (see `Storage.openDirectory`).
+    public func createDirectory() async throws(ArtifactError) {
+        let storage = self.storage
+        let tenantID = self.tenantID
+        try await BlockingIO.run { () throws(ArtifactError) in try storage.createTenantDirectory(tenantID) }
     }
 
-    private func writeOutputBlocking(run: UUID, step: String, contents: [UInt8]) throws(ArtifactError) -> StoredFile {
+    /// Atomically writes a step's output.json; returns where and its digest.
+    /// Runs on the blocking I/O thread pool (it fsyncs); failures are `ArtifactError`.
+    ///
+    /// The name is write-once. When it is taken — by bytes a crash left
+    /// between the write and the row, or by a worker that lost the run — the
+    /// writer asks `judge` (which looks under the run row's lock whether it
+    /// still holds the lease and whether a committed row describes those
+    /// bytes). Bytes no row describes are cleared only while the lease is
+    /// held: they are moved aside to a unique name, judged again, and linked
+    /// back if a row describes them after all. A writer whose lease has ended
+    /// changes nothing the current holder recorded: `outputTaken`.
+    public func writeOutput(
+        run: UUID, step: String, contents: [UInt8], judge: @escaping @Sendable (_ digest: String) async throws -> FoundOutput
+    ) async throws -> StoredFile {
         let location = try ArtifactLocation.output(tenant: tenantID, run: run, step: step)
-        let directory = try storage.openDirectory(location.directories, creating: true)
-        let pending = try PendingFile(in: directory, directoryPath: location.directoryPath)
-        defer { pending.discard() }
-        try pending.append(contents)
-        let (digest, _) = try pending.seal()
-        try pending.commit(as: location.fileName, syncDirectory: true)
-        return StoredFile(path: location.path, digest: digest, size: pending.size)
+        let storage = self.storage
+        let (pending, digest) = try await BlockingIO.run { () throws(ArtifactError) in
+            let directory = try storage.openDirectory(location.directories, creating: true)
+            let pending = try PendingFile(in: directory, directoryPath: location.directoryPath)
+            try pending.append(contents)
+            return (PendingFileBox(pending), try pending.seal().digest)
+        }
+        defer { pending.file.discard() }
+        for _ in 0..<3 {
+            do {
+                return try await BlockingIO.run { () throws(ArtifactError) in
+                    try pending.file.commit(as: location.fileName, syncDirectory: true)
+                    return StoredFile(path: location.path, digest: digest, size: pending.file.size)
+                }
+            } catch .alreadyExists {
+                let found = try await BlockingIO.run { () throws(ArtifactError) in
+                    try FoundFile.digest(of: location.fileName, in: pending.file.directory, path: location.path)
+                }
+                guard try await judge(found) == .unrecorded else { throw ArtifactError.outputTaken }
+                let aside = try await BlockingIO.run { () throws(ArtifactError) in
+                    try FoundFile.moveAside(location.fileName, in: pending.file.directory, path: location.directoryPath)
+                }
+                let verdict: FoundOutput
+                do {
+                    verdict = try await judge(aside.digest)
+                } catch {
+                    try? await BlockingIO.run { () throws(ArtifactError) in try aside.restore() }
+                    throw error
+                }
+                try await BlockingIO.run { () throws(ArtifactError) in
+                    if verdict == .unrecorded { aside.remove() } else { try aside.restore() }
+                }
+                guard verdict == .unrecorded else { throw ArtifactError.outputTaken }
+                storage.logger.notice(
+                    "cleared an output.json no committed row describes (left by a crash)",
+                    metadata: ["path": "\(location.path)", "digest": "\(aside.digest)"])
+            }
+        }
+        throw ArtifactError.outputTaken
     }
 
     /// Streams an upload into `{run}/{step}/artifacts/{name}`, hashing while
     /// writing. Refuses with `tooLarge` (leaving nothing under the name, and no
-    /// temporary file) as soon as the upload passes `limit` bytes; replaces an
-    /// existing artifact of that name atomically. Errors of `chunks` and
-    /// cancellation are rethrown and leave the old artifact as it was; the
-    /// store's own failures are `ArtifactError`.
+    /// temporary file) as soon as the upload passes `limit` bytes, and with
+    /// `alreadyExists` when the name holds a file (names are write-once; that
+    /// file and its sidecar stay as they were). Errors of `chunks` and
+    /// cancellation are rethrown and leave nothing; the store's own failures
+    /// are `ArtifactError`.
     ///
     /// Opening (and creating) the directories, the fsync, the digest sidecar
     /// and the rename run on the blocking I/O thread pool; each chunk is
@@ -108,10 +156,27 @@ public struct TenantArtifacts: Sendable {
         return try await BlockingIO.run { () throws(ArtifactError) in
             let pending = box.file
             let (digest, status) = try pending.seal()
+            try pending.commit(as: location.fileName, syncDirectory: false)
+            // Written after the link, so a refused upload leaves the existing
+            // file's sidecar alone; one lost in a crash is rebuilt on listing.
             try DigestRecord(digest: digest, status: status)
                 .write(for: location.fileName, in: pending.directory, directoryPath: location.directoryPath)
-            try pending.commit(as: location.fileName, syncDirectory: true)
+            try PendingFile.sync(pending.directory, path: location.directoryPath)
             return StoredFile(path: location.path, digest: digest, size: pending.size)
+        }
+    }
+
+    /// Removes a file that no committed row describes: an upload whose row
+    /// could not be written. The caller has checked that no row refers to it.
+    public func removeUnrecorded(path: String) async throws(ArtifactError) {
+        let location = try ArtifactLocation.parse(path, tenant: tenantID)
+        let storage = self.storage
+        try await BlockingIO.run { () throws(ArtifactError) in
+            let directory = try storage.openDirectory(location.directories, creating: false)
+            guard POSIX.retrying({ unlinkat(directory.rawValue, location.fileName, 0) }) == 0 || errno == ENOENT else {
+                throw .storageFailure("cannot remove \(location.path): \(POSIX.describe(errno))")
+            }
+            _ = POSIX.retrying { unlinkat(directory.rawValue, DigestRecord.sidecarName(for: location.fileName), 0) }
         }
     }
 

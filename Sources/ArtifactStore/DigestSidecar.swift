@@ -89,12 +89,13 @@ struct DigestRecord: Equatable {
         return DigestRecord(line: String(decoding: bytes, as: UTF8.self))
     }
 
-    /// Writes the sidecar atomically (temporary file, fsync, rename); the
+    /// Writes the sidecar atomically (temporary file, fsync, rename over the
+    /// old sidecar: a cache of the store's own, which no row describes); the
     /// caller fsyncs the directory.
     func write(for name: String, in directory: Descriptor, directoryPath: String) throws(ArtifactError) {
         let pending = try PendingFile(in: directory, directoryPath: directoryPath)
         try pending.append(Array(line.utf8))
         _ = try pending.seal()
-        try pending.commit(as: Self.sidecarName(for: name), syncDirectory: false)
+        try pending.replace(Self.sidecarName(for: name))
     }
 }

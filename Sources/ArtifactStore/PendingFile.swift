@@ -9,9 +9,9 @@ import Crypto
 
 /// A file being written: a `.tmp-<16 hex digits>` file in the directory of its
 /// final name (valid names never start with '.', so it cannot collide with
-/// one), hashed as it is written. `commit` fsyncs it and renames it over the
-/// final name; until then nothing is visible under that name, and a pending
-/// file that is never committed removes itself.
+/// one), hashed as it is written. `commit` links it in under its final name,
+/// which must be free; until then nothing is visible under that name, and a
+/// pending file that is never committed removes itself.
 final class PendingFile {
     let directory: Descriptor
     let directoryPath: String
@@ -79,17 +79,30 @@ final class PendingFile {
         return (Hex.string(hasher.finalize()), status)
     }
 
-    /// Renames the sealed file over `name` (atomic: a reader sees the old file
-    /// or the new one), then, with `syncDirectory`, fsyncs the directory so the
-    /// rename itself survives a crash.
+    /// Links the sealed file in as `name`, which must not exist yet: bytes
+    /// under a name are never replaced (`link(2)` fails with EEXIST where a
+    /// rename would overwrite), so a file a committed row describes stays as
+    /// it is. With `syncDirectory`, fsyncs the directory so the new entry
+    /// survives a crash. `alreadyExists` when the name is taken.
     func commit(as name: String, syncDirectory: Bool) throws(ArtifactError) {
         descriptor = nil
         let relative = directoryPath + "/" + name
+        guard POSIX.retrying({ linkat(directory.rawValue, temporaryName, directory.rawValue, name, 0) }) == 0 else {
+            if errno == EEXIST { throw .alreadyExists }
+            throw .storageFailure("cannot link the new file into place at \(relative): \(POSIX.describe(errno))")
+        }
+        removeTemporary()
+        if syncDirectory { try Self.sync(directory, path: directoryPath) }
+    }
+
+    /// Renames the sealed file over `name`: only for the store's own files
+    /// (digest sidecars), never for bytes a row describes.
+    func replace(_ name: String) throws(ArtifactError) {
+        descriptor = nil
         guard POSIX.retrying({ renameat(directory.rawValue, temporaryName, directory.rawValue, name) }) == 0 else {
-            throw .storageFailure("cannot move the new file into place at \(relative): \(POSIX.describe(errno))")
+            throw .storageFailure("cannot move the new file into place at \(directoryPath)/\(name): \(POSIX.describe(errno))")
         }
         isSettled = true
-        if syncDirectory { try Self.sync(directory, path: directoryPath) }
     }
 
     /// Removes the temporary file (idempotent).

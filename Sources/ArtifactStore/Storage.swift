@@ -22,16 +22,35 @@ struct Storage: Sendable {
     static let directoryMode: mode_t = 0o750
     static let fileMode: mode_t = 0o640
 
-    /// Opens `components` below the root, one level at a time. With
-    /// `creating`, missing directories are made (mode 0750) and their parent is
-    /// fsynced so the new entry survives a crash.
+    /// Opens `components` below the root, one level at a time; the first is
+    /// a tenant's directory. With `creating`, missing directories below the
+    /// tenant's are made (mode 0750) and their parent is fsynced so the new
+    /// entry survives a crash. The tenant's own directory is never made here
+    /// (only `createTenantDirectory`, at provisioning, makes it): a writer that
+    /// comes late, after the tenant's tree was renamed to a tombstone, gets
+    /// `tenantStorageMissing` instead of bringing the tree back.
     func openDirectory(_ components: [String], creating: Bool) throws(ArtifactError) -> Descriptor {
-        var current = try openRoot(creating: creating)
+        var current: Descriptor
+        do {
+            current = try openRoot(creating: false)
+        } catch .notFound where creating {
+            throw .tenantStorageMissing
+        }
         for index in components.indices {
             let relative = components[...index].joined(separator: "/")
-            current = try openChild(components[index], of: current, relative: relative, creating: creating)
+            do {
+                current = try openChild(components[index], of: current, relative: relative, creating: creating && index > 0)
+            } catch .notFound where creating && index == 0 {
+                throw .tenantStorageMissing
+            }
         }
         return current
+    }
+
+    /// Makes a tenant's directory (and the storage root), for provisioning.
+    func createTenantDirectory(_ tenantID: String) throws(ArtifactError) {
+        let root = try openRoot(creating: true)
+        _ = try openChild(tenantID, of: root, relative: tenantID, creating: true)
     }
 
     /// Opens a regular file for reading, refusing symbolic links and anything

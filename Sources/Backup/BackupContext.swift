@@ -57,10 +57,7 @@ public struct BackupContext: Sendable {
         try await store.adminURL(ofServer: server, secrets: secrets, controlURL: controlURL)
     }
 
-    /// `storage/{slug}`: the tenant's artifact tree.
-    func tenantDirectory(_ slug: TenantSlug) -> String {
-        URL(fileURLWithPath: storageRoot).appendingPathComponent(slug.rawValue, isDirectory: true).path
-    }
+    var layout: StorageLayout { StorageLayout(root: storageRoot) }
 
     /// A private working directory under the storage root (same filesystem as
     /// the tenants' trees, so finished files are renamed into place, not copied).

@@ -73,7 +73,7 @@ public struct TenantExporter: Sendable {
                         }
                         progress("\(slug): archiving the database and artifacts")
                         let writer = ArchiveWriter(
-                            output: output, tenantDirectory: context.tenantDirectory(slug), slug: slug,
+                            output: output, tenantDirectory: context.layout.tenantDirectory(slug), slug: slug,
                             tenant: tenant, snapshot: snapshot, signer: context.signer)
                         written = try await NIOThreadPool.singleton.runIfActive { try writer.write() }
                     } catch {

@@ -8,6 +8,10 @@ import NIOPosix
 import PostgresNIO
 import Provisioner
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// What an import created.
 public struct ImportReport: Sendable, Codable, Equatable {
     public var tenant: String
@@ -201,14 +205,15 @@ public struct TenantImporter: Sendable {
             try await ServerAdmin(connection: connection, logger: logger)
                 .reclaim(names.role, database: names.database, scramVerifier: verifier)
         }
-        let target = context.tenantDirectory(slug)
-        if FileManager.default.fileExists(atPath: target) { try FileManager.default.removeItem(atPath: target) }
+        // The new tenant's tree starts empty (anything there is moved aside)
+        // and then is the archive's.
+        try await Provisioner.prepareStorageDirectory(slug, storageRoot: context.storageRoot, logger: logger)
         if let artifacts = staged.artifactsDirectory {
             progress("\(slug): placing \(staged.artifacts) artifacts")
-            do {
-                try FileManager.default.moveItem(atPath: artifacts, toPath: target)
-            } catch {
-                throw BackupError.fileSystem("cannot place the artifacts in the storage root: \(error.localizedDescription)")
+            let target = context.layout.tenantDirectory(slug)
+            guard rmdir(target) == 0, rename(artifacts, target) == 0 else {
+                throw BackupError.fileSystem(
+                    "cannot place the artifacts in the storage root: \(String(cString: strerror(errno)))")
             }
         }
         return applied
@@ -248,7 +253,7 @@ public struct TenantImporter: Sendable {
     static func discard(_ slug: TenantSlug, names: TenantNames, adminURL: PostgresURL, context: BackupContext)
         async throws
     {
-        try? FileManager.default.removeItem(atPath: context.tenantDirectory(slug))
+        try? FileManager.default.removeItem(atPath: context.layout.tenantDirectory(slug))
         try await DatabaseConnection.with(adminURL, logger: context.logger) { connection in
             let admin = ServerAdmin(connection: connection, logger: context.logger)
             try await admin.terminateConnections(to: names.database)

@@ -9,9 +9,9 @@ extension Tenantplane {
     struct Tenant: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "tenant",
-            abstract: "Create, inspect, suspend, resume, delete, export, import and move tenants; manage their API keys.",
+            abstract: "Create, inspect, suspend, resume, delete, undelete, export, import and move tenants; manage their API keys.",
             subcommands: [
-                Create.self, List.self, Show.self, Suspend.self, Resume.self, Delete.self, Key.self, Export.self,
+                Create.self, List.self, Show.self, Suspend.self, Resume.self, Delete.self, Undelete.self, Key.self, Export.self,
                 Import.self, Move.self,
             ]
         )
@@ -144,14 +144,40 @@ extension Tenantplane.Tenant {
     struct Delete: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "delete",
-            abstract: "Delete a tenant's database, role, keys and stored artifacts (the control row stays, as deleted).")
+            abstract: "Delete a tenant: stop it now, purge it after the grace period (or now).",
+            discussion: """
+                The tenant's work stops at once: its API answers no more, workers stop claiming its runs, its \
+                role can no longer log in (CONNECT revoked, sessions ended) and its storage tree is renamed to \
+                a tombstone. For TENANTPLANE_DELETE_GRACE (default 7d) it can be brought back exactly as it \
+                was with `tenantplane tenant undelete`. Then the server's reconciler purges it: database, \
+                role, storage tree, the export-job archives kept for it, its keys; the control row stays as \
+                `deleted`, with an audit entry of what was removed. --purge-now purges at once. Files written \
+                by `backup --out DIR` are the operator's and are not touched. A delete or purge cut short \
+                finishes when run again, or by the server's reconciler.
+                """)
         @Argument(help: "Tenant id.") var slug: String
         @Option(name: .long, help: "The tenant id again, to confirm.") var confirm: String
+        @Flag(name: .customLong("purge-now"), help: "Purge at once instead of after the grace period (cannot be undone).")
+        var purgeNow = false
         @OptionGroup var output: JSONFlag
 
         func run() async throws {
-            try await Tenantplane.Tenant.change(slug, json: output.json, done: "deleted") {
-                try await $0.delete($1, confirmation: confirm, actor: $2)
+            try await Tenantplane.Tenant.change(slug, json: output.json, done: purgeNow ? "purged" : "deleted (undelete possible during the grace period)") {
+                try await $0.delete($1, confirmation: confirm, purgeNow: purgeNow, actor: $2)
+            }
+        }
+    }
+
+    struct Undelete: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "undelete",
+            abstract: "Bring back a tenant deleted within its grace period: rows, files, keys and status.")
+        @Argument(help: "Tenant id.") var slug: String
+        @OptionGroup var output: JSONFlag
+
+        func run() async throws {
+            try await Tenantplane.Tenant.change(slug, json: output.json, done: "undeleted") {
+                try await $0.undelete($1, actor: $2)
             }
         }
     }

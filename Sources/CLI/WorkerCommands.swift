@@ -81,6 +81,7 @@ extension Tenantplane {
             try await reportingFailures {
                 guard let runID = UUID(uuidString: run) else { throw ValidationError("--run must be a UUID") }
                 let artifacts = try ArtifactStore(root: root).tenant(tenant)
+                try await artifacts.createDirectory()
                 let stored = try await artifacts.writeArtifact(
                     run: runID, step: step, name: name, from: try FileChunks(path: file), limit: Int.max)
                 try Output.json(Stored(path: stored.path, digest: stored.digest, size: stored.size))

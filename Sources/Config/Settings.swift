@@ -18,6 +18,8 @@ public struct Settings: Sendable {
     public var tenantPoolSize: Int
     public var controlPoolSize: Int
     public var poolWait: Duration
+    /// `TENANTPLANE_DELETE_GRACE`: how long a deleted tenant can be undeleted.
+    public var deleteGrace: Duration
     public var maxUploadBytes: Int
     /// API keys of LLM providers from `TENANTPLANE_<ID>_API_KEY`, by the id as
     /// written there (lower case, `_` for `-`); read them with `providerKey(for:)`.
@@ -118,6 +120,7 @@ public struct Settings: Sendable {
         controlPoolSize = try integer("TENANTPLANE_CONTROL_POOL", default: 10, range: 1...1_000)
         let waitMilliseconds = try milliseconds(value("TENANTPLANE_POOL_WAIT"), key: "TENANTPLANE_POOL_WAIT")
         poolWait = .milliseconds(waitMilliseconds ?? 5_000)
+        deleteGrace = .seconds(try seconds(value("TENANTPLANE_DELETE_GRACE"), key: "TENANTPLANE_DELETE_GRACE") ?? 7 * 86_400)
         maxUploadBytes = try integer(
             "TENANTPLANE_MAX_UPLOAD_BYTES", default: 100 * 1024 * 1024, range: 1...(1 << 40))
         var keys: [String: String] = [:]
@@ -216,6 +219,18 @@ func milliseconds(_ raw: String?, key: String) throws(ConfigurationError) -> Int
     }
     guard let number, number >= 0, number <= 3_600_000 else {
         throw .invalid(key, "must be a duration such as 5, 5s or 500ms")
+    }
+    return Int(number)
+}
+
+/// A period such as `7d`, `12h`, `30m`, `90s` or `90` (seconds), at most a year.
+func seconds(_ raw: String?, key: String) throws(ConfigurationError) -> Int? {
+    guard let raw else { return nil }
+    let units: [Character: Double] = ["d": 86_400, "h": 3_600, "m": 60, "s": 1]
+    let unit = raw.last.flatMap { units[$0] }
+    let number = Double(unit == nil ? Substring(raw) : raw.dropLast()).map { $0 * (unit ?? 1) }
+    guard let number, number >= 0, number <= 366 * 86_400 else {
+        throw .invalid(key, "must be a period such as 7d, 12h, 30m or 90s")
     }
     return Int(number)
 }

@@ -19,9 +19,11 @@ public struct TenantLogin: Sendable, Hashable {
     /// over `ALTER ROLE … SET` and `ALTER DATABASE … SET`, which the tenant's
     /// own SQL may have issued: a persisted `search_path` or
     /// `statement_timeout` must not steer or break tenantplane's statements.
-    /// `pg_temp` comes last, so a temporary table cannot shadow a table of ours.
+    /// `pg_catalog` is searched first without being named (naming it first
+    /// would make it where unqualified `CREATE`s go), and `pg_temp` comes
+    /// last, so a temporary table cannot shadow a table of ours.
     public static let pinnedSettings: [(name: String, value: String)] = [
-        ("search_path", "pg_catalog,public,pg_temp"),
+        ("search_path", "public,pg_temp"),
         ("statement_timeout", "0"),
         ("lock_timeout", "0"),
         ("idle_in_transaction_session_timeout", "0"),

@@ -46,12 +46,6 @@ struct AdminBackupRoutes {
         }
     }
 
-    /// Where an export job's archive is kept for download.
-    static func archivePath(storageRoot: String, job: UUID) -> String {
-        URL(fileURLWithPath: storageRoot).appendingPathComponent(".archives", isDirectory: true)
-            .appendingPathComponent("\(job.uuidString.lowercased()).tar").path
-    }
-
     func register(on admin: RouterGroup<APIRequestContext>) {
         admin.post("tenants/:id/export") { _, context -> EditedResponse<JobView> in
             let slug = try AdminTenantRoutes.slug(context)
@@ -59,7 +53,7 @@ struct AdminBackupRoutes {
                 _ = try await store.requireTenant(slug)
                 return try await store.createJob(.export, tenant: slug)
             }
-            let file = Self.archivePath(storageRoot: self.context.storageRoot, job: job.id)
+            let file = StorageLayout(root: self.context.storageRoot).exportArchive(job: job.id)
             let exporter = TenantExporter(context: self.context)
             try runner.submit(job) { progress in
                 try FileManager.default.createDirectory(
@@ -99,7 +93,7 @@ struct AdminBackupRoutes {
             guard job.kind == .export, job.status == .succeeded else {
                 throw ControlError.conflict("job \(id) is not a finished export")
             }
-            let path = Self.archivePath(storageRoot: self.context.storageRoot, job: id)
+            let path = StorageLayout(root: self.context.storageRoot).exportArchive(job: id)
             let body = try await FileIO().loadFile(path: path, context: context)
             return Response(
                 status: .ok,

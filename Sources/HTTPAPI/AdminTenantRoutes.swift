@@ -44,10 +44,16 @@ struct AdminTenantRoutes {
             defer { tenantChanged(slug) }
             return try await provisioner.resume(slug, actor: .adminToken)
         }
-        admin.delete("tenants/:id") { _, context -> TenantRecord in
+        admin.delete("tenants/:id") { request, context -> TenantRecord in
             let slug = try Self.slug(context)
             defer { tenantChanged(slug) }
-            return try await provisioner.delete(slug, confirmation: slug.rawValue, actor: .adminToken)
+            let purgeNow = request.uri.queryParameters.get("purge_now") == "true"
+            return try await provisioner.delete(slug, confirmation: slug.rawValue, purgeNow: purgeNow, actor: .adminToken)
+        }
+        admin.post("tenants/:id/undelete") { _, context -> TenantRecord in
+            let slug = try Self.slug(context)
+            defer { tenantChanged(slug) }
+            return try await provisioner.undelete(slug, actor: .adminToken)
         }
         admin.post("tenants/:id/keys") { _, context -> EditedResponse<IssuedAPIKey> in
             let slug = try Self.slug(context)

@@ -5,18 +5,22 @@ import Provisioner
 import ServiceLifecycle
 
 /// At start-up, finishes every tenant an interrupted process left
-/// `provisioning`, then stays idle until shutdown (a service that returned
-/// would stop the whole group).
+/// `provisioning`; then, at start and every `interval`, finishes interrupted
+/// deletes and purges the tenants whose grace period is over. One tenant that
+/// fails does not hold up the others (see `Provisioner.reconcileDeletions`).
 struct ProvisioningReconciler: Service {
     let provisioner: Provisioner
     let logger: Logger
+    var interval: Duration = .seconds(30)
 
     func run() async throws {
+        let actor = ControlPlane.Actor("reconciler")
         do {
             // A shutdown while the control database is still unreachable must
             // not wait for the pool to give up.
             let finished = try await cancelWhenGracefulShutdown {
-                try await provisioner.resumeInterrupted(actor: ControlPlane.Actor("reconciler"))
+                try await provisioner.ensureStorageDirectories()
+                return try await provisioner.resumeInterrupted(actor: actor)
             }
             if !finished.isEmpty {
                 logger.info("finished interrupted provisioning", metadata: ["tenants": "\(finished.map(\.tenant.id))"])
@@ -24,6 +28,16 @@ struct ProvisioningReconciler: Service {
         } catch {
             logger.error("could not look for interrupted provisioning", metadata: ["error": "\(OperatorFailure(error).message)"])
         }
-        try? await gracefulShutdown()
+        while !Task.isShuttingDownGracefully {
+            do {
+                let done = try await cancelWhenGracefulShutdown { try await provisioner.reconcileDeletions(actor: actor) }
+                if !done.isEmpty { logger.notice("deletions reconciled", metadata: ["tenants": "\(done)"]) }
+            } catch is CancellationError {
+                break
+            } catch {
+                logger.error("could not reconcile deletions", metadata: ["error": "\(OperatorFailure(error).message)"])
+            }
+            try? await cancelWhenGracefulShutdown { try await Task.sleep(for: interval) }
+        }
     }
 }

@@ -90,11 +90,22 @@ struct TenantRoutes {
             }
             let stored = try await tenant.artifacts.writeArtifact(
                 run: run.id, step: step.rawValue, name: name, from: request.body, limit: uploadLimit)
-            let upload = try await tenant.withStore {
-                try await $0.recordUpload(
-                    run: run.id, step: step, name: name, path: stored.path, digest: stored.digest, size: stored.size)
+            do {
+                let upload = try await tenant.withStore {
+                    try await $0.recordUpload(
+                        run: run.id, step: step, name: name, path: stored.path, digest: stored.digest, size: stored.size)
+                }
+                return try TenantJSON.response(upload, status: .created)
+            } catch {
+                // The file is this request's own (linked under a name that was
+                // free), and no row describes it unless the insert committed and
+                // only its answer was lost: asked, and kept when unsure (the
+                // sweep clears it later), so the name can be uploaded again.
+                if (try? await tenant.withStore({ try await $0.isReferenced(path: stored.path) })) == false {
+                    try? await tenant.artifacts.removeUnrecorded(path: stored.path)
+                }
+                throw error
             }
-            return try TenantJSON.response(upload, status: .created)
         }
         group.get("prompts") { _, context -> Response in
             let prompts = try await context.requireTenant().withStore { try await $0.activePrompts() }

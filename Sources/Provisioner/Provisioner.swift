@@ -1,6 +1,7 @@
-// Provisioner: creates, suspends, resumes and deletes tenants — the tenant's
-// login role, its database (copied from the server's template), its schema —
-// as resumable, idempotent steps recorded in the control database.
+// Provisioner: creates, suspends, resumes, deletes, undeletes and purges
+// tenants — the tenant's login role, its database (copied from the server's
+// template), its schema, its storage directory — as resumable, idempotent
+// steps recorded in the control database.
 import Config
 import ControlPlane
 import Core
@@ -18,6 +19,8 @@ public struct Provisioner: Sendable {
     public let secrets: SecretBox
     public let migrations: MigrationSet
     public let storageRoot: String
+    /// `TENANTPLANE_DELETE_GRACE`: how long a deleted tenant can be undeleted.
+    public let deleteGrace: Duration
     /// The server's template database (`TENANTPLANE_TEMPLATE_DATABASE`).
     public let templateDatabase: SQLIdentifier
     /// Test hook: the process kills itself (SIGKILL) right after this step.
@@ -33,6 +36,7 @@ public struct Provisioner: Sendable {
         secrets = SecretBox(masterKey: try settings.requireMasterKey())
         migrations = try MigrationSet(directory: settings.tenantMigrationsDirectory)
         storageRoot = settings.storageRoot
+        deleteGrace = settings.deleteGrace
         templateDatabase = try SQLIdentifier(settings.templateDatabase ?? TemplateDatabase.defaultName)
         faultAfterStep = settings.faultAfterStep.flatMap(ProvisioningStep.init(rawValue:))
         self.logger = logger
@@ -84,6 +88,11 @@ public struct Provisioner: Sendable {
         let existing = try await store.tenant(slug)
         if let existing, existing.status == .active || existing.status == .suspended {
             throw ControlError.alreadyExists("tenant \(slug) already exists")
+        }
+        if let existing, existing.status == .deleting {
+            throw ControlError.alreadyExists(
+                "tenant \(slug) already exists and is being deleted: undelete it (tenant undelete), or purge it first "
+                    + "(tenant delete \(slug) --confirm \(slug) --purge-now)")
         }
         // Its database may hold half a restore: taking it over would activate a
         // tenant with part of its data.
@@ -153,6 +162,7 @@ public struct Provisioner: Sendable {
             try await store.setProvisioningStep(slug, ProvisioningStep.migrate.rawValue)
             try finished(.migrate, slug: slug, since: started)
 
+            try await prepareStorageDirectory(slug)
             try await store.activateTenant(slug)
             let tenant = try await store.requireTenant(slug)
             try await store.connection.query("SET synchronous_commit = on", logger: logger)
@@ -302,44 +312,6 @@ public struct Provisioner: Sendable {
         }
     }
 
-    /// Drops the tenant's database, role and storage; keeps the control row as
-    /// `deleted`. Resumable: a delete cut short is finished by running it again.
-    public func delete(_ slug: TenantSlug, confirmation: String, actor: ControlPlane.Actor) async throws -> TenantRecord {
-        try await withControl { store in
-            try await store.withTenantLock(slug) {
-                try await store.audited(actor, action: "tenant.delete", resourceType: "tenant", resourceId: slug.rawValue) {
-                    guard confirmation == slug.rawValue else {
-                        throw ControlError.invalid("deleting a tenant needs its id repeated as confirmation (--confirm \(slug))")
-                    }
-                    let tenant = try await store.requireTenant(slug)
-                    guard tenant.status != .deleted else { throw ControlError.notFound("no such tenant") }
-                    try await store.setTenantStatus(slug, .deleting)
-                    try await store.revokeAllAPIKeys(for: slug)
-                    let names = try TenantNames(slug)
-                    if let server = tenant.server {
-                        let adminURL = try await store.adminURL(ofServer: server, secrets: secrets, controlURL: controlURL)
-                        try await DatabaseConnection.with(adminURL, logger: logger) { connection in
-                            let admin = ServerAdmin(connection: connection, logger: logger)
-                            try await admin.terminateConnections(to: names.database)
-                            try await admin.dropDatabase(names.database)
-                            try await admin.dropRole(names.role)
-                        }
-                    }
-                    try removeStorage(of: slug)
-                    try await store.markDeleted(slug)
-                    return try await store.requireTenant(slug)
-                }
-            }
-        }
-    }
-
-    private func removeStorage(of slug: TenantSlug) throws {
-        let directory = URL(fileURLWithPath: storageRoot).appendingPathComponent(slug.rawValue, isDirectory: true)
-        if FileManager.default.fileExists(atPath: directory.path) {
-            try FileManager.default.removeItem(at: directory)
-        }
-    }
-
     /// Finishes every tenant left `provisioning` by an interrupted process.
     public func resumeInterrupted(actor: ControlPlane.Actor) async throws -> [CreateOutcome] {
         let pending = try await withControl { store in
@@ -371,7 +343,9 @@ public struct Provisioner: Sendable {
         return true
     }
 
-    private func withControl<Result: Sendable>(_ body: (ControlStore) async throws -> Result) async throws -> Result {
+    var layout: StorageLayout { StorageLayout(root: storageRoot) }
+
+    func withControl<Result: Sendable>(_ body: (ControlStore) async throws -> Result) async throws -> Result {
         try await ControlStore.withConnection(pool: controlPool, url: controlURL, logger: logger, body)
     }
 }

@@ -109,6 +109,13 @@ public struct ServerAdmin {
             logger: logger)
     }
 
+    /// Not even the owner may connect (superusers still can).
+    public func revokeConnect(_ database: SQLIdentifier, from role: SQLIdentifier) async throws {
+        try await connection.query(
+            PostgresQuery(unsafeSQL: "REVOKE CONNECT, TEMPORARY ON DATABASE \(database.quoted) FROM PUBLIC, \(role.quoted)"),
+            logger: logger)
+    }
+
     public func terminateConnections(to database: SQLIdentifier) async throws {
         try await connection.query(
             """

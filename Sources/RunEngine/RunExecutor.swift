@@ -103,7 +103,15 @@ struct RunExecutor: Sendable {
             usage: .init(inputTokens: completion.inputTokens, outputTokens: completion.outputTokens))
         let stored: StoredFile
         do {
-            stored = try await artifacts.writeOutput(run: run.id, step: step, contents: try document.encoded())
+            let path = try artifacts.outputPath(run: run.id, step: step)
+            let owner = self.owner
+            stored = try await artifacts.writeOutput(run: run.id, step: step, contents: try document.encoded()) { digest in
+                switch try await store({ try await $0.judgeFoundOutput(run: run.id, path: path, digest: digest, owner: owner) }) {
+                case .recorded: .recorded
+                case .unrecorded: .unrecorded
+                case .notHolder: .notHolder
+                }
+            }
         } catch {
             throw StepFailure.storage(OperatorFailure(error).message)
         }

@@ -143,6 +143,24 @@ extension TenantStore {
         return try await !rows.collect().isEmpty
     }
 
+    /// Judges bytes a step writer found under its output's name, under the
+    /// run row's lock (which `completeStep` takes too): whether the writer
+    /// still holds the lease, and whether a committed row describes them.
+    public func judgeFoundOutput(run: UUID, path: String, digest: String, owner: String) async throws
+        -> FoundOutputVerdict
+    {
+        try await connection.transaction(logger: logger) { connection in
+            let held = try await connection.query(
+                "SELECT 1 FROM runs WHERE id = \(run) AND status = 'running' AND lease_owner = \(owner) FOR UPDATE",
+                logger: logger)
+            guard try await !held.collect().isEmpty else { return .notHolder }
+            let rows = try await connection.query(
+                "SELECT 1 FROM artifacts WHERE run_id = \(run) AND file_path = \(path) AND digest = \(digest) LIMIT 1",
+                logger: logger)
+            return try await rows.collect().isEmpty ? .unrecorded : .recorded
+        }
+    }
+
     /// Records a step's result: its output's artifacts row and the completed
     /// steps row, in one transaction, only while the lease is held.
     public func completeStep(run: UUID, step: String, owner: String, result: StepResult) async throws -> Bool {
@@ -228,6 +246,11 @@ extension TenantStore {
         let (path, digest) = try row.decode((String, String).self)
         return StepOutputReference(path: path, digest: digest)
     }
+}
+
+/// See `judgeFoundOutput`.
+public enum FoundOutputVerdict: Sendable {
+    case recorded, unrecorded, notHolder
 }
 
 struct StepMetadata: Encodable {

@@ -19,12 +19,13 @@ public struct UploadedArtifact: Sendable, Equatable, Encodable {
 extension TenantStore {
     /// Fails with SQLSTATE 25006 while the tenant's database is fenced
     /// (read-only for an export or a move), touching nothing otherwise: an
-    /// upload asks before its file replaces one that a row already describes.
+    /// upload asks before it writes a file that its row could not describe.
     public func requireWritable() async throws {
         try await connection.query("UPDATE artifacts SET id = id WHERE false", logger: logger)
     }
 
-    /// Records an upload stored at `path` (the newest row of a path wins), with its audit row.
+    /// Records an upload stored at `path`, with its audit row. Names are
+    /// write-once, so a path has at most one upload row.
     public func recordUpload(run: UUID, step: StepName, name: String, path: String, digest: String, size: Int)
         async throws -> UploadedArtifact
     {
@@ -45,6 +46,12 @@ extension TenantStore {
             logger: logger)
         let created = try await rows.collect().first?.decode(String.self) ?? ""
         return UploadedArtifact(name: name, path: path, digest: digest, size: size, createdAt: created)
+    }
+
+    /// Whether any row refers to the file at `path`.
+    public func isReferenced(path: String) async throws -> Bool {
+        try await !connection.query("SELECT 1 FROM artifacts WHERE file_path = \(path) LIMIT 1", logger: logger)
+            .collect().isEmpty
     }
 
     /// The step's uploads, newest version of each name, by name.

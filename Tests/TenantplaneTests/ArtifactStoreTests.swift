@@ -2,6 +2,7 @@ import ArtifactStore
 import Foundation
 import Logging
 import NIOCore
+import Synchronization
 import Testing
 
 #if canImport(Glibc)
@@ -17,7 +18,7 @@ struct ArtifactStoreTests {
 
     @Test func outputRoundTrip() async throws {
         let fixture = try Fixture()
-        let acme = try fixture.store.tenant("acme")
+        let acme = try await fixture.tenant("acme")
         let stored = try await acme.writeOutput(run: Self.run, step: "draft", contents: Array("abc".utf8))
         #expect(stored.path == "acme/\(Self.runID)/draft/output.json")
         // sha256("abc"), FIPS 180-2 test vector.
@@ -36,7 +37,7 @@ struct ArtifactStoreTests {
 
     @Test func artifactRoundTrip() async throws {
         let fixture = try Fixture()
-        let acme = try fixture.store.tenant("acme")
+        let acme = try await fixture.tenant("acme")
         let bytes = randomBytes(2_500_000)
         let stored = try await acme.writeArtifact(
             run: Self.run, step: "draft", name: "report.v1.pdf", from: chunks(bytes, size: 65_536), limit: 3_000_000)
@@ -67,7 +68,7 @@ struct ArtifactStoreTests {
 
     @Test func emptyArtifactAndExactLimit() async throws {
         let fixture = try Fixture()
-        let acme = try fixture.store.tenant("acme")
+        let acme = try await fixture.tenant("acme")
         let empty = try await acme.writeArtifact(run: Self.run, step: "s", name: "empty", from: chunks([], size: 1), limit: 0)
         #expect(empty.size == 0)
         let verified = try await acme.openVerified(path: empty.path, digest: empty.digest)
@@ -84,7 +85,7 @@ struct ArtifactStoreTests {
         let source = fixture.base + "/input.bin"
         let bytes = randomBytes(3 << 20 + 17)
         try Data(bytes).write(to: URL(fileURLWithPath: source))
-        let acme = try fixture.store.tenant("acme")
+        let acme = try await fixture.tenant("acme")
         let stored = try await acme.writeArtifact(
             run: Self.run, step: "upload", name: "input.bin", from: FileChunks(path: source), limit: .max)
         #expect(stored.size == bytes.count)
@@ -98,7 +99,7 @@ struct ArtifactStoreTests {
     @Test func tamperedFilesAreRefused() async throws {
         let recorder = LogRecorder()
         let fixture = try Fixture(logger: recorder.logger)
-        let acme = try fixture.store.tenant("acme")
+        let acme = try await fixture.tenant("acme")
         let output = try await acme.writeOutput(run: Self.run, step: "draft", contents: Array("{\"text\":\"hello\"}".utf8))
         let artifact = try await acme.writeArtifact(
             run: Self.run, step: "draft", name: "data.bin", from: chunks(randomBytes(300_000), size: 4096), limit: 1 << 20)
@@ -115,13 +116,13 @@ struct ArtifactStoreTests {
 
     @Test func aRenameAfterTheCheckDoesNotChangeWhatIsSent() async throws {
         let fixture = try Fixture()
-        let acme = try fixture.store.tenant("acme")
+        let acme = try await fixture.tenant("acme")
         let original = randomBytes(200_000)
         let stored = try await acme.writeArtifact(
             run: Self.run, step: "draft", name: "a.txt", from: chunks(original, size: 50_000), limit: 1 << 20)
         let verified = try await acme.openVerified(path: stored.path, digest: stored.digest)
-        _ = try await acme.writeArtifact(
-            run: Self.run, step: "draft", name: "a.txt", from: chunks(randomBytes(200_000), size: 50_000), limit: 1 << 20)
+        #expect(rename(fixture.absolute(stored.path), fixture.absolute(stored.path) + ".moved") == 0)
+        try Data(randomBytes(200_000)).write(to: URL(fileURLWithPath: fixture.absolute(stored.path)))
         var received: [UInt8] = []
         for try await chunk in verified.chunks(size: 30_000) { received.append(contentsOf: chunk.readableBytesView) }
         #expect(received == original)
@@ -129,7 +130,7 @@ struct ArtifactStoreTests {
 
     @Test func aChangeInPlaceAfterTheCheckStopsTheStreamBeforeItsEnd() async throws {
         let fixture = try Fixture()
-        let acme = try fixture.store.tenant("acme")
+        let acme = try await fixture.tenant("acme")
         let stored = try await acme.writeArtifact(
             run: Self.run, step: "draft", name: "a.txt", from: chunks(randomBytes(100_000), size: 50_000), limit: 1 << 20)
         let verified = try await acme.openVerified(path: stored.path, digest: stored.digest)
@@ -187,8 +188,8 @@ struct ArtifactStoreTests {
 
     @Test func readPathsMustLieUnderTheTenant() async throws {
         let fixture = try Fixture()
-        let acme = try fixture.store.tenant("acme")
-        let globex = try fixture.store.tenant("globex")
+        let acme = try await fixture.tenant("acme")
+        let globex = try await fixture.tenant("globex")
         let mine = try await acme.writeOutput(run: Self.run, step: "draft", contents: Array("mine".utf8))
         let theirs = try await globex.writeOutput(run: Self.run, step: "draft", contents: Array("theirs".utf8))
 
@@ -230,7 +231,7 @@ struct ArtifactStoreTests {
 
     @Test func aSymlinkAtAnArtifactPathIsRefused() async throws {
         let fixture = try Fixture()
-        let acme = try fixture.store.tenant("acme")
+        let acme = try await fixture.tenant("acme")
         let secret = Array("top secret outside the store".utf8)
         let secretPath = fixture.outside + "/secret.txt"
         try Data(secret).write(to: URL(fileURLWithPath: secretPath))
@@ -251,15 +252,17 @@ struct ArtifactStoreTests {
         #expect(try await acme.artifacts(run: Self.run, step: "draft").map(\.name) == ["real.txt"])
         #expect(try await acme.readVerified(path: real.path, digest: real.digest) == Array("real".utf8))
 
-        // Writing over the name replaces the link itself; the target is untouched.
-        _ = try await acme.writeArtifact(
-            run: Self.run, step: "draft", name: "leak.txt", from: chunks(Array("new".utf8), size: 2), limit: 100)
+        // Writing the name is refused (names are write-once); the target is untouched.
+        await #expect(throws: ArtifactError.alreadyExists) {
+            try await acme.writeArtifact(
+                run: Self.run, step: "draft", name: "leak.txt", from: chunks(Array("new".utf8), size: 2), limit: 100)
+        }
         #expect(try Array(Data(contentsOf: URL(fileURLWithPath: secretPath))) == secret)
     }
 
     @Test func aSymlinkedDirectoryIsRefused() async throws {
         let fixture = try Fixture()
-        let acme = try fixture.store.tenant("acme")
+        let acme = try await fixture.tenant("acme")
         // Outside the store: a step directory's worth of files.
         let outsideStep = fixture.outside + "/step"
         try FileManager.default.createDirectory(atPath: outsideStep + "/artifacts", withIntermediateDirectories: true)
@@ -298,7 +301,7 @@ struct ArtifactStoreTests {
 
     @Test func aFIFOIsRefusedWithoutBlocking() async throws {
         let fixture = try Fixture()
-        let acme = try fixture.store.tenant("acme")
+        let acme = try await fixture.tenant("acme")
         _ = try await acme.writeOutput(run: Self.run, step: "draft", contents: [1])
         let path = try acme.artifactPath(run: Self.run, step: "draft", name: "pipe")
         try FileManager.default.createDirectory(
@@ -314,7 +317,7 @@ struct ArtifactStoreTests {
 
     @Test func anUploadOverTheLimitLeavesNothing() async throws {
         let fixture = try Fixture()
-        let acme = try fixture.store.tenant("acme")
+        let acme = try await fixture.tenant("acme")
         await #expect(throws: ArtifactError.tooLarge(limit: 100_000)) {
             try await acme.writeArtifact(
                 run: Self.run, step: "draft", name: "big.bin", from: chunks(randomBytes(100_001), size: 8192), limit: 100_000)
@@ -337,7 +340,7 @@ struct ArtifactStoreTests {
 
     @Test func aFileWhereTheRunDirectoryBelongsIsAStorageFailure() async throws {
         let fixture = try Fixture()
-        let acme = try fixture.store.tenant("acme")
+        let acme = try await fixture.tenant("acme")
         try FileManager.default.createDirectory(atPath: fixture.absolute("acme"), withIntermediateDirectories: true)
         let blocker = Array("not a directory".utf8)
         try Data(blocker).write(to: URL(fileURLWithPath: fixture.absolute("acme/\(Self.runID)")))
@@ -345,7 +348,7 @@ struct ArtifactStoreTests {
         do {
             _ = try await acme.writeOutput(run: Self.run, step: "draft", contents: Array("{}".utf8))
             Issue.record("writeOutput succeeded through a regular file")
-        } catch {
+        } catch let error as ArtifactError {
             #expect(error.code == "storage_failure")
             #expect(error.httpStatus == 500)
             #expect(error.message.contains("acme/\(Self.runID)"))
@@ -361,7 +364,7 @@ struct ArtifactStoreTests {
 
     @Test func aFailedOrCancelledUploadKeepsTheOldArtifact() async throws {
         let fixture = try Fixture()
-        let acme = try fixture.store.tenant("acme")
+        let acme = try await fixture.tenant("acme")
         let old = try await acme.writeArtifact(
             run: Self.run, step: "draft", name: "a.bin", from: chunks(randomBytes(5000), size: 1000), limit: 1 << 20)
         struct Broken: Error {}
@@ -385,9 +388,9 @@ struct ArtifactStoreTests {
         #expect(try fixture.entries(inDirectory: "acme/\(Self.runID)/draft/artifacts") == [".sha256-a.bin", "a.bin"])
     }
 
-    @Test func anOverwriteIsAtomic() async throws {
+    @Test func aSecondUploadOfANameIsRefusedAndTheFirstStays() async throws {
         let fixture = try Fixture()
-        let acme = try fixture.store.tenant("acme")
+        let acme = try await fixture.tenant("acme")
         let oldBytes = randomBytes(64_000)
         let old = try await acme.writeArtifact(
             run: Self.run, step: "draft", name: "a.bin", from: chunks(oldBytes, size: 8000), limit: 1 << 20)
@@ -403,25 +406,84 @@ struct ArtifactStoreTests {
                 content: try Array(Data(contentsOf: URL(fileURLWithPath: absolute))),
                 entries: try FileManager.default.contentsOfDirectory(atPath: directory))
         }
-        let new = try await acme.writeArtifact(run: Self.run, step: "draft", name: "a.bin", from: upload, limit: 1 << 20)
+        await #expect(throws: ArtifactError.alreadyExists) {
+            try await acme.writeArtifact(run: Self.run, step: "draft", name: "a.bin", from: upload, limit: 1 << 20)
+        }
         let states = observed.states
         #expect(states.count == 2)
         for state in states {
             #expect(state.content == oldBytes)
             #expect(state.entries.contains { $0.hasPrefix(".tmp-") })
         }
-        #expect(new.path == old.path)
-        #expect(try fixture.contents(of: new.path) == newBytes)
-        #expect(try await sha256sum(absolute) == new.digest)
+        #expect(try fixture.contents(of: old.path) == oldBytes)
         #expect(try fixture.entries(inDirectory: "acme/\(Self.runID)/draft/artifacts") == [".sha256-a.bin", "a.bin"])
-        await #expect(throws: ArtifactError.integrityFailure) { try await acme.readVerified(path: old.path, digest: old.digest) }
+        #expect(try await acme.readVerified(path: old.path, digest: old.digest) == oldBytes)
+        #expect(try await acme.artifacts(run: Self.run, step: "draft").map(\.digest) == [old.digest])
+    }
+
+    @Test(arguments: [FoundOutput.recorded, .notHolder])
+    func anOutputThatIsRecordedOrNotTheWritersStaysAsItIs(_ verdict: FoundOutput) async throws {
+        let fixture = try Fixture()
+        let acme = try await fixture.tenant("acme")
+        let first = try await acme.writeOutput(run: Self.run, step: "draft", contents: Array("first".utf8))
+        let judged = Counter()
+        await #expect(throws: ArtifactError.outputTaken) {
+            try await acme.writeOutput(run: Self.run, step: "draft", contents: Array("second".utf8)) { digest in
+                #expect(digest == first.digest)
+                judged.increment()
+                return verdict
+            }
+        }
+        #expect(judged.value == 1)
+        #expect(try fixture.contents(of: first.path) == Array("first".utf8))
+        #expect(try fixture.entries(inDirectory: "acme/\(Self.runID)/draft") == ["output.json"])
+    }
+
+    @Test func anUnrecordedOutputIsClearedByTheLeaseHolderAndARowFoundOnTheRecheckBringsItBack() async throws {
+        let fixture = try Fixture()
+        let acme = try await fixture.tenant("acme")
+        let stray = try await acme.writeOutput(run: Self.run, step: "draft", contents: Array("left by a crash".utf8))
+        let replaced = try await acme.writeOutput(run: Self.run, step: "draft", contents: Array("mine".utf8))
+        #expect(replaced.path == stray.path)
+        #expect(try fixture.contents(of: replaced.path) == Array("mine".utf8))
+        #expect(try fixture.entries(inDirectory: "acme/\(Self.runID)/draft") == ["output.json"])
+
+        // Unrecorded at the first look, recorded at the look under the lock
+        // (a row was committed in between): the bytes go back under the name.
+        let judged = Counter()
+        await #expect(throws: ArtifactError.outputTaken) {
+            try await acme.writeOutput(run: Self.run, step: "draft", contents: Array("late".utf8)) { _ in
+                judged.increment()
+                return judged.value == 1 ? .unrecorded : .recorded
+            }
+        }
+        #expect(judged.value == 2)
+        #expect(try fixture.contents(of: replaced.path) == Array("mine".utf8))
+        #expect(try fixture.entries(inDirectory: "acme/\(Self.runID)/draft") == ["output.json"])
+    }
+
+    @Test func writesNeverMakeTheTenantsDirectory() async throws {
+        let fixture = try Fixture()
+        let gone = try fixture.store.tenant("gone")
+        await #expect(throws: ArtifactError.tenantStorageMissing) {
+            try await gone.writeOutput(run: Self.run, step: "draft", contents: [1])
+        }
+        await #expect(throws: ArtifactError.tenantStorageMissing) {
+            try await gone.writeArtifact(run: Self.run, step: "draft", name: "a", from: chunks([1], size: 1), limit: 10)
+        }
+        #expect(!FileManager.default.fileExists(atPath: fixture.absolute("gone")))
+        _ = try await fixture.tenant("here")
+        await #expect(throws: ArtifactError.tenantStorageMissing) {
+            try await gone.writeOutput(run: Self.run, step: "draft", contents: [1])
+        }
+        #expect(!FileManager.default.fileExists(atPath: fixture.absolute("gone")))
     }
 
     // MARK: Listing
 
     @Test func listingArtifacts() async throws {
         let fixture = try Fixture()
-        let acme = try fixture.store.tenant("acme")
+        let acme = try await fixture.tenant("acme")
         #expect(try await acme.artifacts(run: Self.run, step: "draft") == [])
         var expected: [ArtifactEntry] = []
         for (name, size) in [("zeta.txt", 10), ("Alpha.bin", 1_500_000), ("m-1_2.json", 0)] {
@@ -490,6 +552,13 @@ private final class Fixture {
         try? FileManager.default.removeItem(atPath: base)
     }
 
+    /// A tenant's corner, with the directory provisioning would have made.
+    func tenant(_ id: String) async throws -> TenantArtifacts {
+        let tenant = try store.tenant(id)
+        try await tenant.createDirectory()
+        return tenant
+    }
+
     func absolute(_ relative: String) -> String { root + "/" + relative }
 
     func contents(of relative: String) throws -> [UInt8] {
@@ -509,6 +578,19 @@ private final class Fixture {
         try handle.seek(toOffset: UInt64(offset))
         try handle.write(contentsOf: [byte ^ 0x01])
     }
+}
+
+/// A step writer that holds the run's lease and finds no committed row.
+extension TenantArtifacts {
+    func writeOutput(run: UUID, step: String, contents: [UInt8]) async throws -> StoredFile {
+        try await writeOutput(run: run, step: step, contents: contents) { _ in .unrecorded }
+    }
+}
+
+private final class Counter: Sendable {
+    private let count = Mutex(0)
+    func increment() { count.withLock { $0 += 1 } }
+    var value: Int { count.withLock { $0 } }
 }
 
 private func randomBytes(_ count: Int) -> [UInt8] {

@@ -58,7 +58,7 @@ struct FleetMigrationTests {
         try await FleetFixture.with(tenants: 3) { fleet in
             try fleet.stage("002_notes.sql", "CREATE TABLE notes (id SERIAL PRIMARY KEY, body TEXT);\nCREATE INDEX notes_body_idx ON notes (body);")
             let first = try await fleet.cli.run("migrate", "tenants", "--json")
-            #expect(first.exitCode == 0, "\(first.stderr)")
+            #expect(first.exitCode == 0, "\(first.stderr) \(first.stdout)")
             let report = try fleet.report(first)
             for slug in fleet.slugs {
                 #expect(report.outcome(slug) == .migrated)

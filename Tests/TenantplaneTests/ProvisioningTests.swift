@@ -278,7 +278,7 @@ struct ProvisioningTests {
         }
     }
 
-    @Test func deleteNeedsConfirmationThenRemovesEverythingButTheRow() async throws {
+    @Test func deleteNeedsConfirmationStopsTheTenantAndThePurgeRemovesEverythingButTheRow() async throws {
         try await ProvisioningFixture.with { fixture in
             let slug = ProvisioningFixture.slug("del")
             #expect(try await fixture.cli.run("tenant", "create", slug, "--name", "D").exitCode == 0)
@@ -291,20 +291,46 @@ struct ProvisioningTests {
             #expect(wrong.exitCode == 1)
             #expect(try await fixture.status(slug) == "active")
 
+            // Stage one: stopped, recoverable.
             let deleted = try await fixture.cli.run("tenant", "delete", slug, "--confirm", slug)
             #expect(deleted.exitCode == 0, "\(deleted.stderr)")
+            #expect(try await fixture.status(slug) == "deleting")
+            #expect(try await fixture.tenantDatabases(slug).count == 1)
+            let login = try await TestCluster.query(
+                fixture.controlURL,
+                "SELECT rolcanlogin FROM pg_roles WHERE rolname = \(try TenantSlug(slug).roleName)")
+            #expect(try login.first?.decode(Bool.self) == false)
+            await #expect(throws: (any Error).self) { _ = try await TestCluster.query(try await fixture.tenantURL(slug), "SELECT 1") }
+            #expect(!FileManager.default.fileExists(atPath: fixture.storage.appendingPathComponent(slug).path))
+            #expect(FileManager.default.fileExists(atPath: fixture.storage.appendingPathComponent(".deleted/\(slug)/run/step/output.json").path))
+            let again = try await fixture.cli.run("tenant", "create", slug, "--name", "D")
+            #expect(again.exitCode == 1)
+            #expect(again.stderr.contains("being deleted"), "\(again.stderr)")
+
+            // Stage two: the purge.
+            let purged = try await fixture.cli.run("tenant", "delete", slug, "--confirm", slug, "--purge-now")
+            #expect(purged.exitCode == 0, "\(purged.stderr)")
             #expect(try await fixture.status(slug) == "deleted")
             #expect(try await fixture.tenantDatabases(slug).isEmpty)
             #expect(try await fixture.tenantRoles(slug).isEmpty)
             #expect(!FileManager.default.fileExists(atPath: fixture.storage.appendingPathComponent(slug).path))
-            let revoked = try await TestCluster.query(
-                fixture.controlURL, "SELECT revoked_at IS NOT NULL FROM tenant_api_keys WHERE id = \(key.id)")
-            #expect(try revoked.first?.decode(Bool.self) == true)
+            #expect(!FileManager.default.fileExists(atPath: fixture.storage.appendingPathComponent(".deleted/\(slug)").path))
+            let keys = try await TestCluster.query(
+                fixture.controlURL, "SELECT count(*)::int FROM tenant_api_keys WHERE id = \(key.id)")
+            #expect(try keys.first?.decode(Int.self) == 0)
             let audit = try await TestCluster.query(
                 fixture.controlURL,
-                "SELECT outcome FROM control_audit_logs WHERE action = 'tenant.delete' AND resource_id = \(slug) ORDER BY id")
-            #expect(try audit.map { try $0.decode(String.self) } == ["failure", "success"])
+                """
+                SELECT action || ':' || outcome FROM control_audit_logs
+                WHERE action IN ('tenant.delete', 'tenant.purge') AND resource_id = \(slug) ORDER BY id
+                """)
+            #expect(
+                try audit.map { try $0.decode(String.self) }
+                    == ["tenant.delete:failure", "tenant.delete:success", "tenant.purge:success", "tenant.delete:success"])
             #expect(try await fixture.cli.run("tenant", "list", "--json").json([TenantRecord].self).isEmpty)
+            let undelete = try await fixture.cli.run("tenant", "undelete", slug)
+            #expect(undelete.exitCode == 1)
+            #expect(undelete.stderr.contains("was purged"), "\(undelete.stderr)")
         }
     }
 
@@ -440,7 +466,12 @@ struct ProvisioningTests {
                 let list = try await client.execute(uri: "/admin/tenants", method: .get, headers: headers)
                 #expect((list.json["tenants"] as? [[String: Any]])?.count == 1)
                 let deleted = try await client.execute(uri: "/admin/tenants/\(slug)", method: .delete, headers: headers)
-                #expect(deleted.json["status"] as? String == "deleted")
+                #expect(deleted.json["status"] as? String == "deleting")
+                let undeleted = try await client.execute(uri: "/admin/tenants/\(slug)/undelete", method: .post, headers: headers)
+                #expect(undeleted.json["status"] as? String == "active")
+                let purged = try await client.execute(
+                    uri: "/admin/tenants/\(slug)?purge_now=true", method: .delete, headers: headers)
+                #expect(purged.json["status"] as? String == "deleted")
                 let unauthenticated = try await client.execute(uri: "/admin/tenants", method: .get)
                 #expect(unauthenticated.status == .unauthorized)
             }

@@ -281,25 +281,11 @@ struct RunEngineTests {
         }
     }
 
-    /// Registers the fake as provider `fake-provider` (openai style) with a
-    /// model `slow`, and gives the server its key.
-    func useFake(_ api: TenantAPIFixture, baseURL: String) async throws {
-        let admin = TestServer.adminHeaders
-        let provider = try await api.client.execute(
-            uri: "/admin/llm/providers", method: .post, headers: admin,
-            body: ByteBuffer(string: #"{"id":"fake-provider","display_name":"Fake","api_base_url":"\#(baseURL)","api_style":"openai"}"#))
-        try #require(provider.status == .created)
-        let model = try await api.client.execute(
-            uri: "/admin/llm/models", method: .post, headers: admin,
-            body: ByteBuffer(string: #"{"provider_id":"fake-provider","model_name":"slow","model_class":"pro"}"#))
-        try #require(model.status == .created)
-    }
-
     @Test func aServerKilledMidRunIsResumedByTheNextOneWithoutRepeatingACompletedStep() async throws {
         let fake = FakeProvider(style: .openai, slowDelay: .milliseconds(1200))
         try await fake.serve { baseURL in
             try await TenantAPIFixture.with { api in
-                try await useFake(api, baseURL: baseURL)
+                try await FakeProvider.register(api, baseURL: baseURL)
                 let a = try await api.tenant("crash")
                 for step in ["one", "two", "three"] {
                     _ = try await api.call(.put, "/v1/prompts/\(step)", key: a.key, body: #"{"content":"Step \#(step) after {{topic}}"}"#)

@@ -5,6 +5,7 @@ import HummingbirdTesting
 import LLMProviders
 import Logging
 import Synchronization
+import Testing
 
 /// A provider API of one style, served live on loopback. Its behaviour is
 /// chosen by the request's model name:
@@ -268,5 +269,21 @@ struct CapturingLogHandler: LogHandler {
         var logger = Logger(label: "llm-tests") { _ in CapturingLogHandler(lines: lines) }
         logger.logLevel = .trace
         return (logger, lines)
+    }
+}
+
+extension FakeProvider {
+    /// Registers the fake as provider `fake-provider` (openai style) with a
+    /// model `slow`, over the admin API.
+    static func register(_ api: TenantAPIFixture, baseURL: String) async throws {
+        let admin = TestServer.adminHeaders
+        let provider = try await api.client.execute(
+            uri: "/admin/llm/providers", method: .post, headers: admin,
+            body: ByteBuffer(string: #"{"id":"fake-provider","display_name":"Fake","api_base_url":"\#(baseURL)","api_style":"openai"}"#))
+        try #require(provider.status == .created)
+        let model = try await api.client.execute(
+            uri: "/admin/llm/models", method: .post, headers: admin,
+            body: ByteBuffer(string: #"{"provider_id":"fake-provider","model_name":"slow","model_class":"pro"}"#))
+        try #require(model.status == .created)
     }
 }

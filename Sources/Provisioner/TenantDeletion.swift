@@ -1,0 +1,288 @@
+import ArtifactStore
+import ControlPlane
+import Core
+import Foundation
+import Logging
+import PostgresNIO
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// What a purge removed, for its audit row and the operator.
+public struct PurgeReport: Sendable, Codable, Equatable {
+    public var tenant: String
+    public var databaseDropped: Bool
+    public var roleDropped: Bool
+    public var storageRemoved: Bool
+    public var archivesRemoved: Int
+    public var keysRemoved: Int
+
+    var auditDetails: [String: String] {
+        [
+            "database_dropped": "\(databaseDropped)", "role_dropped": "\(roleDropped)",
+            "storage_removed": "\(storageRemoved)", "archives_removed": "\(archivesRemoved)",
+            "keys_removed": "\(keysRemoved)",
+        ]
+    }
+}
+
+/// Deleting a tenant, in two stages. `delete` stops the tenant's work at once
+/// and starts a grace period: its role is NOLOGIN, CONNECT is revoked, its
+/// storage tree is renamed to a tombstone (a writer that comes late gets
+/// ENOENT instead of recreating the tree) and workers stop claiming its runs;
+/// `undelete` brings it back as it was. The purge, when the grace period ends
+/// (or at once with `--purge-now`), removes the database, the role, the tree,
+/// the export-job archives kept for it, its run-queue row and its keys; the
+/// control row stays as `deleted`. Every step is idempotent: a delete or purge
+/// cut short finishes when run again, or when the reconciler finds it.
+extension Provisioner {
+    public func delete(_ slug: TenantSlug, confirmation: String, purgeNow: Bool = false, actor: ControlPlane.Actor)
+        async throws -> TenantRecord
+    {
+        try await withControl { store in
+            try await store.withTenantLock(slug) {
+                try await store.audited(
+                    actor, action: "tenant.delete", resourceType: "tenant", resourceId: slug.rawValue,
+                    details: ["purge": purgeNow ? "now" : "after the grace period"]
+                ) {
+                    guard confirmation == slug.rawValue else {
+                        throw ControlError.invalid("deleting a tenant needs its id repeated as confirmation (--confirm \(slug))")
+                    }
+                    let tenant = try await store.requireTenant(slug)
+                    guard tenant.status != .deleted else { throw ControlError.notFound("no such tenant") }
+                    try await store.beginDeletion(slug, grace: purgeNow ? .zero : deleteGrace)
+                    try await stopWork(of: tenant, store: store)
+                    if purgeNow { _ = try await purge(slug, store: store, actor: actor) }
+                    return try await store.requireTenant(slug)
+                }
+            }
+        }
+    }
+
+    /// Brings a tenant in its grace period back exactly as it was: its rows
+    /// (the database was never touched), files, keys and status.
+    public func undelete(_ slug: TenantSlug, actor: ControlPlane.Actor) async throws -> TenantRecord {
+        try await withControl { store in
+            try await store.withTenantLock(slug) {
+                try await store.audited(actor, action: "tenant.undelete", resourceType: "tenant", resourceId: slug.rawValue) {
+                    let tenant = try await store.requireTenant(slug)
+                    guard tenant.status == .deleting else {
+                        throw ControlError.conflict(
+                            tenant.status == .deleted
+                                ? "tenant \(slug) was purged; it cannot be undeleted (import an export of it instead)"
+                                : "tenant \(slug) is \(tenant.status.rawValue), not being deleted")
+                    }
+                    let names = try TenantNames(slug)
+                    if let server = tenant.server {
+                        try await withServerAdmin(server, store: store) { admin in
+                            guard try await admin.databaseExists(names.database) else {
+                                throw ControlError.conflict("tenant \(slug)'s database is already gone (its purge began)")
+                            }
+                        }
+                    }
+                    try restoreStorage(of: slug)
+                    let status = try await store.endDeletion(slug)
+                    if let server = tenant.server {
+                        try await withServerAdmin(server, store: store) { admin in
+                            try await admin.restrictConnect(names.database, to: names.role)
+                            try await admin.setLogin(names.role, allowed: status == .active)
+                        }
+                    }
+                    if status == .active { try await store.enqueueRuns(of: slug.rawValue) }
+                    return try await store.requireTenant(slug)
+                }
+            }
+        }
+    }
+
+    /// Finishes what interrupted deletes left and purges the tenants whose
+    /// grace period is over. One tenant at a time: a tenant that fails is
+    /// logged and tried again next time, and every other is still done.
+    /// Tenants whose lock is held (someone is working on them) are skipped.
+    public func reconcileDeletions(actor: ControlPlane.Actor) async throws -> [String] {
+        try await withControl { store in
+            var done: [String] = []
+            for deleting in try await store.deletingTenants() {
+                do {
+                    let outcome: String? = try await store.withTenantLockIfFree(deleting.slug) {
+                        guard let tenant = try await store.tenant(deleting.slug), tenant.status == .deleting else {
+                            return nil
+                        }
+                        try await stopWork(of: tenant, store: store)
+                        guard deleting.isDue else { return nil }
+                        _ = try await purge(deleting.slug, store: store, actor: actor)
+                        return "\(deleting.slug): purged"
+                    } ?? nil
+                    if let outcome { done.append(outcome) }
+                } catch {
+                    logger.error(
+                        "could not finish deleting a tenant; trying again later",
+                        metadata: ["tenant": "\(deleting.slug)", "error": "\(OperatorFailure(error).message)"])
+                }
+            }
+            return done
+        }
+    }
+
+    /// Stops everything of the tenant's: no login, no connect, no session,
+    /// no fence or open move left behind, its tree renamed to its tombstone.
+    /// Idempotent.
+    func stopWork(of tenant: TenantRecord, store: ControlStore) async throws {
+        let slug = try TenantSlug(tenant.id)
+        let names = try TenantNames(slug)
+        if let server = tenant.server {
+            try await withServerAdmin(server, store: store) { admin in
+                guard try await admin.databaseExists(names.database) else { return }
+                try await admin.setLogin(names.role, allowed: false)
+                try await admin.revokeConnect(names.database, from: names.role)
+                try await admin.terminateConnections(to: names.database)
+                if try await store.writeFence(slug) != nil {
+                    try await admin.setReadOnly(names.database, false)
+                }
+            }
+        }
+        try await store.setWriteFence(slug, nil)
+        if let move = try await store.openMove(slug) {
+            let copyServer = move.toServer == tenant.server ? move.fromServer : move.toServer
+            try await withServerAdmin(copyServer, store: store) { admin in
+                try await admin.terminateConnections(to: names.database)
+                try await admin.dropDatabase(names.database)
+                try await admin.dropRoleIfUnused(names.role)
+            }
+            try await store.setMovePhase(move.id, .rolledBack, error: "the tenant was deleted")
+        }
+        try entomb(slug)
+    }
+
+    /// Removes everything the tenant has and records it. The caller holds the
+    /// tenant's lock and has stopped its work.
+    func purge(_ slug: TenantSlug, store: ControlStore, actor: ControlPlane.Actor) async throws -> PurgeReport {
+        let tenant = try await store.requireTenant(slug)
+        let names = try TenantNames(slug)
+        var report = PurgeReport(
+            tenant: slug.rawValue, databaseDropped: false, roleDropped: false, storageRemoved: false,
+            archivesRemoved: 0, keysRemoved: 0)
+        if let server = tenant.server {
+            try await withServerAdmin(server, store: store) { admin in
+                report.databaseDropped = try await admin.databaseExists(names.database)
+                try await admin.terminateConnections(to: names.database)
+                try await admin.dropDatabase(names.database)
+                try await admin.dropRole(names.role)
+                report.roleDropped = true
+            }
+        }
+        for path in [layout.tombstone(slug), layout.tenantDirectory(slug)] where FileManager.default.fileExists(atPath: path) {
+            try removeTree(path)
+            report.storageRemoved = true
+        }
+        for job in try await store.exportJobs(of: slug) {
+            let archive = layout.exportArchive(job: job)
+            if unlink(archive) == 0 {
+                report.archivesRemoved += 1
+            } else if errno != ENOENT {
+                throw ProvisionerError.storage("cannot remove the export archive of job \(job): \(String(cString: strerror(errno)))")
+            }
+        }
+        report.keysRemoved = try await store.finishPurge(slug)
+        try await store.audit(
+            actor, action: "tenant.purge", resourceType: "tenant", resourceId: slug.rawValue, succeeded: true,
+            details: report.auditDetails)
+        logger.notice("tenant purged", metadata: ["tenant": "\(slug)"])
+        return report
+    }
+
+    /// Before a tenant's first activation: its tree exists and is empty.
+    /// Anything already at its path (an earlier tenant of the same id, a copy
+    /// an operator put there) is moved to `.orphaned/` for the operator,
+    /// never handed to the new tenant.
+    public static func prepareStorageDirectory(_ slug: TenantSlug, storageRoot: String, logger: Logger) async throws {
+        let layout = StorageLayout(root: storageRoot)
+        let path = layout.tenantDirectory(slug)
+        if let contents = try? FileManager.default.contentsOfDirectory(atPath: path), !contents.isEmpty {
+            let aside = layout.orphaned(slug)
+            logger.warning(
+                "files were already where the new tenant's tree belongs; moved aside",
+                metadata: ["tenant": "\(slug)", "moved_to": "\(aside)"])
+            try move(path, to: aside)
+        }
+        try await ArtifactStore(root: storageRoot, logger: logger).tenant(slug.rawValue).createDirectory()
+    }
+
+    /// Tenants made before provisioning made their storage directory (their
+    /// first write used to) get it now: writes no longer make it.
+    public func ensureStorageDirectories() async throws {
+        let tenants = try await withControl { try await $0.tenants() }
+        let store = ArtifactStore(root: storageRoot, logger: logger)
+        for tenant in tenants where tenant.status == .active || tenant.status == .suspended {
+            try await store.tenant(tenant.id).createDirectory()
+        }
+    }
+
+    func prepareStorageDirectory(_ slug: TenantSlug) async throws {
+        try await Self.prepareStorageDirectory(slug, storageRoot: storageRoot, logger: logger)
+    }
+
+    private func entomb(_ slug: TenantSlug) throws {
+        let live = layout.tenantDirectory(slug)
+        guard FileManager.default.fileExists(atPath: live) else { return }
+        let tombstone = layout.tombstone(slug)
+        if FileManager.default.fileExists(atPath: tombstone) {
+            // A tree made after the tombstone (by an earlier version): kept for the operator.
+            try move(live, to: layout.orphaned(slug))
+        } else {
+            try move(live, to: tombstone)
+        }
+    }
+
+    private func restoreStorage(of slug: TenantSlug) throws {
+        let tombstone = layout.tombstone(slug)
+        let live = layout.tenantDirectory(slug)
+        if FileManager.default.fileExists(atPath: tombstone) {
+            guard !FileManager.default.fileExists(atPath: live) else {
+                throw ControlError.conflict("tenant \(slug) has both a storage tree and a tombstone; move one aside by hand")
+            }
+            try move(tombstone, to: live)
+        } else if !FileManager.default.fileExists(atPath: live) {
+            try FileManager.default.createDirectory(atPath: live, withIntermediateDirectories: true)
+        }
+    }
+
+    private func move(_ path: String, to target: String) throws {
+        try Self.move(path, to: target)
+    }
+
+    /// `rename(2)`, making the target's parent first; never over an existing path.
+    public static func move(_ path: String, to target: String) throws {
+        let parent = (target as NSString).deletingLastPathComponent
+        do {
+            try FileManager.default.createDirectory(
+                atPath: parent, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        } catch {
+            throw ProvisionerError.storage("cannot create \(parent): \(error.localizedDescription)")
+        }
+        guard !FileManager.default.fileExists(atPath: target) else {
+            throw ProvisionerError.storage("\(target) already exists")
+        }
+        guard rename(path, target) == 0 else {
+            throw ProvisionerError.storage("cannot move \(path) to \(target): \(String(cString: strerror(errno)))")
+        }
+    }
+
+    private func removeTree(_ path: String) throws {
+        do {
+            try FileManager.default.removeItem(atPath: path)
+        } catch {
+            throw ProvisionerError.storage("cannot remove \(path): \(error.localizedDescription)")
+        }
+    }
+
+    func withServerAdmin<Result: Sendable>(
+        _ server: String, store: ControlStore, _ body: (ServerAdmin) async throws -> Result
+    ) async throws -> Result {
+        let adminURL = try await store.adminURL(ofServer: server, secrets: secrets, controlURL: controlURL)
+        return try await DatabaseConnection.with(adminURL, logger: logger) { connection in
+            try await body(ServerAdmin(connection: connection, logger: logger))
+        }
+    }
+}

@@ -1,0 +1,174 @@
+import Core
+import Foundation
+import HTTPTypes
+import Hummingbird
+import HummingbirdTesting
+import LLMProviders
+import PostgresNIO
+import Testing
+
+/// Every file under `directory`, relative, the store's own dot-files too.
+private func everything(under directory: URL) -> [String] {
+    FileManager.default.enumerator(atPath: directory.path).map { walker in
+        var found: [String] = []
+        while let next = walker.nextObject() as? String { found.append(next) }
+        return found.sorted()
+    } ?? []
+}
+
+@Suite("Deleting a tenant: a grace period, then nothing left behind")
+struct DeletionTests {
+    static let workers = [
+        "TENANTPLANE_WORKER_POLL": "50ms", "TENANTPLANE_RUN_LEASE": "2s", "TENANTPLANE_WORKERS": "1",
+        "TENANTPLANE_FAKE_PROVIDER_API_KEY": FakeProvider.apiKey,
+    ]
+
+    @Test func aDeleteMidStepThenAPurgeLeavesNothingAndTheSlugStartsEmpty() async throws {
+        let fake = FakeProvider(style: .openai, slowDelay: .milliseconds(2500))
+        try await fake.serve { baseURL in
+            try await TenantAPIFixture.with(extra: Self.workers) { api in
+                let fixture = api.provisioning
+                try await FakeProvider.register(api, baseURL: baseURL)
+                let seeded = try await SeededTenant.make(api, prefix: "gone")
+                // An export job's archive, kept by the server for download.
+                let job = try await api.client.execute(
+                    uri: "/admin/tenants/\(seeded.slug)/export", method: .post, headers: TestServer.adminHeaders)
+                let jobID = try #require(job.json["id"] as? String)
+                #expect(try await api.eventually(within: .seconds(30)) {
+                    try await api.client.execute(uri: "/admin/jobs/\(jobID)", method: .get, headers: TestServer.adminHeaders)
+                        .json["status"] as? String == "succeeded"
+                })
+                let archives = fixture.storage.appendingPathComponent(".archives")
+                #expect(everything(under: archives) == ["\(jobID.lowercased()).tar"])
+
+                // A step in flight: its provider call is answered after the purge.
+                let run = try #require(
+                    try await api.call(
+                        .post, "/v1/runs", key: seeded.key,
+                        body: #"{"steps":["outline"],"input":{"topic":"t"},"config":{"models":{"outline":"slow"}}}"#
+                    ).json["id"] as? String)
+                #expect(try await api.eventually(within: .seconds(30)) { fake.requests(for: "slow") > 0 })
+                let purged = try await api.client.execute(
+                    uri: "/admin/tenants/\(seeded.slug)?purge_now=true", method: .delete, headers: TestServer.adminHeaders)
+                #expect(purged.json["status"] as? String == "deleted", "\(String(buffer: purged.body))")
+                // The answer arrives, the worker tries to write and record it.
+                #expect(try await api.eventually(within: .seconds(10)) { fake.slowAnswersSent > 0 })
+                try await Task.sleep(for: .seconds(1))
+
+                for place in [seeded.slug, ".deleted/\(seeded.slug)"] {
+                    #expect(!FileManager.default.fileExists(atPath: fixture.storage.appendingPathComponent(place).path), "\(place)")
+                }
+                #expect(everything(under: archives).isEmpty)
+                #expect(try await fixture.tenantDatabases(seeded.slug).isEmpty)
+                #expect(try await fixture.tenantRoles(seeded.slug).isEmpty)
+                #expect(try await api.call(.get, "/v1/runs/\(run)", key: seeded.key).status == .unauthorized)
+                let queued = try await TestCluster.query(
+                    fixture.controlURL, "SELECT count(*)::int FROM tenant_run_queue WHERE tenant_id = \(seeded.slug)")
+                #expect(try queued.first?.decode(Int.self) == 0)
+                let audit = try await TestCluster.query(
+                    fixture.controlURL,
+                    "SELECT details->>'archives_removed' FROM control_audit_logs WHERE action = 'tenant.purge' AND resource_id = \(seeded.slug)")
+                #expect(try audit.map { try $0.decode(String.self) } == ["1"])
+
+                // The slug again: an empty tree, and its export carries only its own data.
+                let created = try await api.client.execute(
+                    uri: "/admin/tenants", method: .post, headers: TestServer.adminHeaders,
+                    body: ByteBuffer(string: #"{"id":"\#(seeded.slug)","name":"Second life"}"#))
+                #expect(created.status == .created, "\(String(buffer: created.body))")
+                #expect(everything(under: fixture.storage.appendingPathComponent(seeded.slug)).isEmpty)
+                let out = FileManager.default.temporaryDirectory.appendingPathComponent("tp-second-\(UUID().uuidString).tar")
+                defer { try? FileManager.default.removeItem(at: out) }
+                let exported = try await fixture.cli.run("tenant", "export", seeded.slug, "--out", out.path, "--json")
+                #expect(exported.exitCode == 0, "\(exported.stderr)")
+                #expect(try #require(try exported.jsonObject() as? [String: Any])["artifacts"] as? Int == 0)
+            }
+        }
+    }
+
+    @Test func aDeletedTenantIsUndeletedWithItsRowsFilesAndKeys() async throws {
+        try await TenantAPIFixture.with { api in
+            let fixture = api.provisioning
+            let seeded = try await SeededTenant.make(api, prefix: "oops")
+            let deleted = try await api.client.execute(
+                uri: "/admin/tenants/\(seeded.slug)", method: .delete, headers: TestServer.adminHeaders)
+            #expect(deleted.json["status"] as? String == "deleting")
+            #expect(try await api.eventually(within: .seconds(5)) {
+                try await api.call(.get, "/v1/runs", key: seeded.key).status != .ok
+            })
+            #expect(!FileManager.default.fileExists(atPath: fixture.storage.appendingPathComponent(seeded.slug).path))
+
+            let back = try await fixture.cli.run("tenant", "undelete", seeded.slug, "--json")
+            #expect(back.exitCode == 0, "\(back.stderr)")
+            #expect(try #require(try back.jsonObject() as? [String: Any])["status"] as? String == "active")
+            #expect(try await api.eventually(within: .seconds(5)) {
+                try await api.call(.get, "/v1/runs", key: seeded.key).status == .ok
+            })
+            let runs = try await api.call(.get, "/v1/runs", key: seeded.key)
+            #expect((runs.json["runs"] as? [Any])?.count == 3)
+            let file = try await api.call(.get, "/v1/runs/\(seeded.runs[0])/steps/outline/artifacts/notes.txt", key: seeded.key)
+            #expect(String(buffer: file.body) == seeded.artifactBytes)
+            #expect(try await api.call(.post, "/v1/runs", key: seeded.key, body: #"{"steps":["outline"]}"#).status == .accepted)
+            let twice = try await fixture.cli.run("tenant", "undelete", seeded.slug)
+            #expect(twice.exitCode == 1)
+            #expect(twice.stderr.contains("not being deleted"), "\(twice.stderr)")
+        }
+    }
+
+    /// The reconciler purges tenants whose grace period is over, one at a
+    /// time: a tenant it cannot purge is logged and left for later, and every
+    /// other is still done.
+    @Test func theReconcilerPurgesWhatIsDueAndABrokenTenantHoldsUpNoOther() async throws {
+        try await ProvisioningFixture.with { fixture in
+            var cli = fixture.cli
+            cli.environment["TENANTPLANE_DELETE_GRACE"] = "1s"
+            let healthy = [ProvisioningFixture.slug("due"), ProvisioningFixture.slug("due")]
+            let broken = ProvisioningFixture.slug("due-broken")
+            let later = ProvisioningFixture.slug("not-due")
+            for slug in healthy + [broken, later] {
+                try #require(try await cli.run("tenant", "create", slug, "--name", slug).exitCode == 0)
+            }
+            for slug in healthy + [broken] {
+                let deleted = try await cli.run("tenant", "delete", slug, "--confirm", slug)
+                try #require(deleted.exitCode == 0, "\(deleted.stderr)")
+            }
+            try #require(try await fixture.cli.run("tenant", "delete", later, "--confirm", later).exitCode == 0)
+            // The broken one's server stops answering.
+            _ = try await TestCluster.query(
+                fixture.controlURL,
+                "INSERT INTO database_servers (name, admin_url, capacity) VALUES ('gone', 'postgres://postgres@127.0.0.1:1/postgres?sslmode=disable', 10)")
+            _ = try await TestCluster.query(fixture.controlURL, "UPDATE tenants SET server = 'gone' WHERE id = \(broken)")
+            try await Task.sleep(for: .milliseconds(1200))
+
+            let app = try fixture.server()
+            try await app.test(.router) { _ in
+                let purged = try await TenantAPIFixture.poll(within: .seconds(20)) {
+                    try await healthy.asyncAllSatisfy { try await fixture.status($0) == "deleted" }
+                }
+                #expect(purged)
+            }
+            for slug in healthy { #expect(try await fixture.tenantDatabases(slug).isEmpty) }
+            #expect(try await fixture.status(broken) == "deleting")
+            #expect(try await fixture.status(later) == "deleting")
+            #expect(try await fixture.tenantDatabases(later).count == 1)
+        }
+    }
+}
+
+extension Array {
+    fileprivate func asyncAllSatisfy(_ predicate: (Element) async throws -> Bool) async rethrows -> Bool {
+        for element in self where try await !predicate(element) { return false }
+        return true
+    }
+}
+
+extension TenantAPIFixture {
+    /// Repeats `probe` until it returns true or `limit` passes.
+    static func poll(within limit: Duration, _ probe: () async throws -> Bool) async throws -> Bool {
+        let deadline = ContinuousClock.now.advanced(by: limit)
+        while ContinuousClock.now < deadline {
+            if try await probe() { return true }
+            try await Task.sleep(for: .milliseconds(200))
+        }
+        return try await probe()
+    }
+}
