@@ -42,11 +42,16 @@ struct DeletionTests {
                 #expect(everything(under: archives) == ["\(jobID.lowercased()).tar"])
 
                 // A step in flight: its provider call is answered after the purge.
-                let run = try #require(
-                    try await api.call(
+                // As a client does after a 503 with Retry-After: the export's
+                // fence ended the pool's sessions a moment ago.
+                var started: TestResponse?
+                _ = try await api.eventually(within: .seconds(5)) {
+                    started = try await api.call(
                         .post, "/v1/runs", key: seeded.key,
-                        body: #"{"steps":["outline"],"input":{"topic":"t"},"config":{"models":{"outline":"slow"}}}"#
-                    ).json["id"] as? String)
+                        body: #"{"steps":["outline"],"input":{"topic":"t"},"config":{"models":{"outline":"slow"}}}"#)
+                    return started?.status == .accepted
+                }
+                let run = try #require(started?.json["id"] as? String, "\(started.map { String(buffer: $0.body) } ?? "")")
                 #expect(try await api.eventually(within: .seconds(30)) { fake.requests(for: "slow") > 0 })
                 let purged = try await api.client.execute(
                     uri: "/admin/tenants/\(seeded.slug)?purge_now=true", method: .delete, headers: TestServer.adminHeaders)
