@@ -177,3 +177,71 @@ extension TenantAPIFixture {
         return try await probe()
     }
 }
+
+@Suite("Write-once artifacts over the API")
+struct WriteOnceUploadTests {
+    @Test func twoUploadsOfOneNameAtOnceLeaveOneWinnerAndTheOtherGets409() async throws {
+        try await TenantAPIFixture.with { api in
+            let tenant = try await api.tenant("race")
+            let run = try await api.run(tenant.key)
+            let bodies = (0..<6).map { "upload \($0) " + String(repeating: "\($0)", count: 200_000) }
+            let statuses = try await withThrowingTaskGroup(of: (Int, HTTPResponse.Status).self) { group in
+                for (index, body) in bodies.enumerated() {
+                    group.addTask {
+                        let response = try await api.client.execute(
+                            uri: "/v1/runs/\(run)/steps/outline/artifacts/same.txt", method: .post,
+                            headers: [.authorization: "Bearer \(tenant.key)"], body: ByteBuffer(string: body))
+                        return (index, response.status)
+                    }
+                }
+                var all: [(Int, HTTPResponse.Status)] = []
+                for try await result in group { all.append(result) }
+                return all
+            }
+            let winners = statuses.filter { $0.1 == .created }.map(\.0)
+            #expect(winners.count == 1, "\(statuses)")
+            #expect(statuses.allSatisfy { $0.1 == .created || $0.1 == .conflict }, "\(statuses)")
+            let winner = try #require(winners.first)
+            let download = try await api.call(.get, "/v1/runs/\(run)/steps/outline/artifacts/same.txt", key: tenant.key)
+            #expect(download.status == .ok)
+            #expect(String(buffer: download.body) == bodies[winner])
+            let refused = try await api.call(
+                .post, "/v1/runs/\(run)/steps/outline/artifacts/same.txt", key: tenant.key, body: "again")
+            #expect(refused.status == .conflict)
+            #expect((refused.json["error"] as? [String: Any])?["code"] as? String == "artifact_exists")
+            let out = FileManager.default.temporaryDirectory.appendingPathComponent("tp-race-\(UUID().uuidString).tar")
+            defer { try? FileManager.default.removeItem(at: out) }
+            let exported = try await api.provisioning.cli.run("tenant", "export", tenant.slug, "--out", out.path)
+            #expect(exported.exitCode == 0, "\(exported.stderr)")
+        }
+    }
+
+    @Test func anUploadWhoseRowCannotBeWrittenLeavesNoFileAndTheNameFree() async throws {
+        try await TenantAPIFixture.with { api in
+            let fixture = api.provisioning
+            let tenant = try await api.tenant("norow")
+            let run = try await api.run(tenant.key)
+            let url = try await fixture.tenantURL(tenant.slug)
+            // The tenant's own trigger refuses the row (as a fence or a lost pool would fail it).
+            _ = try await TestCluster.query(
+                url,
+                PostgresQuery(
+                    unsafeSQL: """
+                        CREATE FUNCTION public.tp_refuse() RETURNS trigger LANGUAGE plpgsql AS $f$
+                        BEGIN RAISE EXCEPTION 'no rows today'; END $f$
+                        """))
+            _ = try await TestCluster.query(
+                url, "CREATE TRIGGER tp_refuse BEFORE INSERT ON artifacts FOR EACH ROW EXECUTE FUNCTION public.tp_refuse()")
+            let failed = try await api.call(.post, "/v1/runs/\(run)/steps/outline/artifacts/a.txt", key: tenant.key, body: "first")
+            #expect(failed.status.code >= 500, "\(failed.status)")
+            let directory = fixture.storage.appendingPathComponent("\(tenant.slug)/\(run)/outline/artifacts")
+            #expect(everything(under: directory).isEmpty)
+
+            _ = try await TestCluster.query(url, "DROP TRIGGER tp_refuse ON artifacts")
+            let stored = try await api.call(.post, "/v1/runs/\(run)/steps/outline/artifacts/a.txt", key: tenant.key, body: "second")
+            #expect(stored.status == .created)
+            let download = try await api.call(.get, "/v1/runs/\(run)/steps/outline/artifacts/a.txt", key: tenant.key)
+            #expect(String(buffer: download.body) == "second")
+        }
+    }
+}
