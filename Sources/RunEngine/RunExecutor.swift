@@ -31,6 +31,13 @@ struct RunExecutor: Sendable {
         }
     }
 
+    /// A data exception or integrity violation (SQLSTATE classes 22 and 23):
+    /// the statement is wrong for its values, not the database unavailable.
+    static func isRefusedValue(_ error: any Error) -> Bool {
+        guard let state = error.sqlState else { return false }
+        return state.hasPrefix("22") || state.hasPrefix("23")
+    }
+
     func execute(_ run: ClaimedRun) async throws {
         let completed = try await store { try await $0.completedOutputs(of: run.id) }
         var outputs: [String: String] = [:]
@@ -54,9 +61,15 @@ struct RunExecutor: Sendable {
             var retries = 0
             do {
                 let (text, result) = try await perform(step, of: run, outputs: outputs, model: &model, retries: &retries)
-                guard try await store({ try await $0.completeStep(run: id, step: step, owner: owner, result: result) }) else {
-                    return
+                let recorded: Bool
+                do {
+                    recorded = try await store { try await $0.completeStep(run: id, step: step, owner: owner, result: result) }
+                } catch where Self.isRefusedValue(error) {
+                    // Running the step again would call the provider again and
+                    // be refused again: the step fails, with the reason.
+                    throw StepFailure.unrecordable(error.serverMessage ?? "PostgreSQL refused a value")
                 }
+                guard recorded else { return }
                 outputs[step] = text
             } catch is CancellationError {
                 throw CancellationError()

@@ -9,6 +9,9 @@ enum StepFailure: Error, CustomStringConvertible {
     case provider(String)
     case storage(String)
     case unreadableOutput(step: String, why: String)
+    /// The database refused the step's result (a value it cannot hold, such
+    /// as U+0000 in a summary): run again, it would be refused again.
+    case unrecordable(String)
 
     var description: String {
         switch self {
@@ -24,6 +27,8 @@ enum StepFailure: Error, CustomStringConvertible {
             "the output could not be stored: \(why)"
         case .unreadableOutput(let step, let why):
             "the output of step \(step) cannot be read back: \(why)"
+        case .unrecordable(let why):
+            "the step's result could not be recorded: \(why)"
         }
     }
 }

@@ -105,6 +105,8 @@ final class FakeProvider: Sendable {
         switch asked.model {
         case "ok", "models/ok":
             return success(asked)
+        case "nul":
+            return success(Asked(model: asked.model, prompt: "before\u{0000}after", maxTokens: asked.maxTokens))
         case "slow":
             try await Task.sleep(for: slowDelay)
             slowAnswers.withLock { $0 += 1 }
@@ -273,17 +275,19 @@ struct CapturingLogHandler: LogHandler {
 }
 
 extension FakeProvider {
-    /// Registers the fake as provider `fake-provider` (openai style) with a
-    /// model `slow`, over the admin API.
-    static func register(_ api: TenantAPIFixture, baseURL: String) async throws {
+    /// Registers the fake as provider `fake-provider` (openai style) with
+    /// `models` (class pro), over the admin API.
+    static func register(_ api: TenantAPIFixture, baseURL: String, models: [String] = ["slow"]) async throws {
         let admin = TestServer.adminHeaders
         let provider = try await api.client.execute(
             uri: "/admin/llm/providers", method: .post, headers: admin,
             body: ByteBuffer(string: #"{"id":"fake-provider","display_name":"Fake","api_base_url":"\#(baseURL)","api_style":"openai"}"#))
         try #require(provider.status == .created)
-        let model = try await api.client.execute(
-            uri: "/admin/llm/models", method: .post, headers: admin,
-            body: ByteBuffer(string: #"{"provider_id":"fake-provider","model_name":"slow","model_class":"pro"}"#))
-        try #require(model.status == .created)
+        for name in models {
+            let model = try await api.client.execute(
+                uri: "/admin/llm/models", method: .post, headers: admin,
+                body: ByteBuffer(string: #"{"provider_id":"fake-provider","model_name":"\#(name)","model_class":"pro"}"#))
+            try #require(model.status == .created)
+        }
     }
 }
