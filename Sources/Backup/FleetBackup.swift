@@ -23,7 +23,7 @@ public struct FleetBackupReport: Sendable, Codable, Equatable {
     public var durationMilliseconds: Int
 }
 
-/// `backup --all`: an export of every active tenant into one directory, at
+/// `backup --all`: an export of every active or suspended tenant into one directory, at
 /// most `concurrency` at a time. A failing tenant is reported and the rest go
 /// on. Files are named `{tenant}-{UTC time}.tar`, so runs never overwrite
 /// each other.
@@ -44,7 +44,7 @@ public struct FleetBackup: Sendable {
         } catch {
             throw BackupError.fileSystem("cannot create \(directory): \(error.localizedDescription)")
         }
-        let tenants = try await context.withControl { try await $0.tenants() }.filter { $0.status == .active }
+        let tenants = try await context.withControl { try await $0.tenants() }.filter { $0.status == .active || $0.status == .suspended }
         let stamp = Self.stamp(Date())
         let exporter = TenantExporter(context: context)
         var outcomes: [BackupOutcome] = []

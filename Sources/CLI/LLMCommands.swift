@@ -17,8 +17,32 @@ extension Tenantplane.LLM {
         static let configuration = CommandConfiguration(
             commandName: "provider",
             abstract: "LLM providers (claude, gemini, openai, local are built in).",
-            subcommands: [Add.self, List.self]
+            subcommands: [Add.self, Update.self, List.self]
         )
+
+        struct Update: AsyncParsableCommand {
+            static let configuration = CommandConfiguration(
+                commandName: "update",
+                abstract: "Re-point a provider, the built-in ones too: its base URL, name or activity.")
+
+            @Argument(help: "Provider id.") var id: String
+            @Option(name: .customLong("base-url"), help: "API base URL (http:// or https://).") var baseURL: String?
+            @Option(name: .long, help: "Display name.") var name: String?
+            @Option(name: .long, help: "true or false: whether steps may use the provider.") var active: Bool?
+            @OptionGroup var output: JSONFlag
+
+            func run() async throws {
+                try await reportingFailures {
+                    let context = try CommandContext()
+                    let provider = try await context.withControl { store in
+                        try await store.updateProvider(
+                            id, change: ProviderChange(displayName: name, apiBaseURL: baseURL, isActive: active),
+                            actor: context.actor)
+                    }
+                    if output.json { try Output.json(provider) } else { Output.line("updated provider \(provider.id)") }
+                }
+            }
+        }
 
         struct Add: AsyncParsableCommand {
             static let configuration = CommandConfiguration(commandName: "add", abstract: "Register a provider.")

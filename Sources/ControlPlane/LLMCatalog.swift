@@ -17,6 +17,24 @@ public enum ProviderStyle: String, Sendable, Codable, CaseIterable {
     case openai, anthropic, gemini, local
 }
 
+/// What `llm provider update` changes; nil leaves a field as it is.
+public struct ProviderChange: Sendable, Decodable, Equatable {
+    public var displayName: String?
+    public var apiBaseURL: String?
+    public var isActive: Bool?
+
+    enum CodingKeys: String, CodingKey {
+        case displayName, isActive
+        case apiBaseURL = "apiBaseUrl"
+    }
+
+    public init(displayName: String?, apiBaseURL: String?, isActive: Bool?) {
+        self.displayName = displayName
+        self.apiBaseURL = apiBaseURL
+        self.isActive = isActive
+    }
+}
+
 public struct LLMProvider: Sendable, Codable, Equatable {
     public var id: String
     public var displayName: String
@@ -114,6 +132,31 @@ extension ControlStore {
             throw ControlError.alreadyExists("provider \(provider.id) already exists")
         }
         return provider
+    }
+
+    /// Re-points a provider (a seeded one too): its base URL, name or
+    /// activity; what is nil stays. One audited action for the CLI and the API.
+    public func updateProvider(_ id: String, change: ProviderChange, actor: Actor) async throws -> LLMProvider {
+        try await audited(actor, action: "llm.provider.update", resourceType: "llm_provider", resourceId: id) {
+            if let url = change.apiBaseURL, !(url.hasPrefix("http://") || url.hasPrefix("https://")) {
+                throw ControlError.invalid("api base URL must start with http:// or https://")
+            }
+            if let name = change.displayName, name.trimmingCharacters(in: .whitespaces).isEmpty {
+                throw ControlError.invalid("provider display name must not be empty")
+            }
+            let rows = try await connection.query(
+                """
+                UPDATE llm_providers SET api_base_url = COALESCE(\(change.apiBaseURL), api_base_url),
+                    display_name = COALESCE(\(change.displayName), display_name),
+                    is_active = COALESCE(\(change.isActive), is_active)
+                WHERE id = \(id) RETURNING id
+                """,
+                logger: logger)
+            guard try await !rows.collect().isEmpty, let provider = try await provider(id: id) else {
+                throw ControlError.notFound("no such provider")
+            }
+            return provider
+        }
     }
 
     public func providers() async throws -> [LLMProvider] {

@@ -50,6 +50,11 @@ struct AdminLLMRoutes {
             }
             return EditedResponse(status: .created, response: provider)
         }
+        llm.patch("providers/:provider") { request, context -> LLMProvider in
+            let id = context.parameters.get("provider") ?? ""
+            let change = try await request.decode(as: ProviderChange.self, context: context)
+            return try await control.run { try await $0.updateProvider(id, change: change, actor: .adminToken) }
+        }
         llm.get("models") { _, _ in
             Models(models: try await control.run { try await $0.models() })
         }

@@ -3,6 +3,7 @@ import HTTPTypes
 import Hummingbird
 import HummingbirdTesting
 import LLMProviders
+import PostgresNIO
 import Testing
 
 @Suite("Run engine: a result that cannot be recorded")
@@ -33,6 +34,45 @@ struct StepRecordingTests {
                 try await Task.sleep(for: .seconds(1))
                 #expect(fake.requests(for: "nul") == 1)
             }
+        }
+    }
+}
+
+@Suite("LLM providers: the seeded ones can be re-pointed")
+struct ProviderUpdateTests {
+    @Test func aSeededProviderIsRePointedByTheCLIAndTheAPIAndBadChangesAreRefused() async throws {
+        try await TenantAPIFixture.with { api in
+            let cli = api.provisioning.cli
+            let updated = try await cli.run(
+                "llm", "provider", "update", "openai", "--base-url", "http://127.0.0.1:9/v1", "--active", "false", "--json")
+            #expect(updated.exitCode == 0, "\(updated.stderr)")
+            let provider = try #require(try updated.jsonObject() as? [String: Any])
+            #expect(provider["api_base_url"] as? String == "http://127.0.0.1:9/v1")
+            #expect(provider["is_active"] as? Bool == false)
+
+            let patched = try await api.client.execute(
+                uri: "/admin/llm/providers/openai", method: .patch, headers: TestServer.adminHeaders,
+                body: ByteBuffer(string: #"{"display_name":"OpenAI (proxy)","is_active":true}"#))
+            #expect(patched.status == .ok)
+            #expect(patched.json["display_name"] as? String == "OpenAI (proxy)")
+            #expect(patched.json["api_base_url"] as? String == "http://127.0.0.1:9/v1")
+            #expect(patched.json["is_active"] as? Bool == true)
+
+            let unknown = try await api.client.execute(
+                uri: "/admin/llm/providers/nobody", method: .patch, headers: TestServer.adminHeaders,
+                body: ByteBuffer(string: #"{"is_active":true}"#))
+            #expect(unknown.status == .notFound)
+            let badURL = try await cli.run("llm", "provider", "update", "openai", "--base-url", "ftp://x")
+            #expect(badURL.exitCode == 1)
+            #expect(badURL.stderr.contains("http://"))
+            let badType = try await api.client.execute(
+                uri: "/admin/llm/providers/openai", method: .patch, headers: TestServer.adminHeaders,
+                body: ByteBuffer(string: #"{"is_active":"yes"}"#))
+            #expect(badType.status == .badRequest)
+            let audit = try await TestCluster.query(
+                api.provisioning.controlURL,
+                "SELECT outcome FROM control_audit_logs WHERE action = 'llm.provider.update' ORDER BY id")
+            #expect(try audit.map { try $0.decode(String.self) } == ["success", "success", "failure", "failure"])
         }
     }
 }
