@@ -49,7 +49,8 @@ extension BackupContext {
     func liftAbandonedFence(_ slug: TenantSlug, store: ControlStore) async throws {
         guard try await store.writeFence(slug) != nil else { return }
         let tenant = try await store.requireTenant(slug)
-        if let server = tenant.server {
+        // A deleted tenant's database is gone (or about to be): only the record is left to clear.
+        if let server = tenant.server, tenant.status != .deleted, tenant.status != .deleting {
             logger.notice("lifting a write fence left by an interrupted export or move", metadata: ["tenant": "\(slug)"])
             try await lowerFence(slug, server: server, store: store)
         } else {

@@ -264,7 +264,8 @@ public struct TenantImporter: Sendable {
 
     /// Imports a process died in the middle of: their tenant is marked failed
     /// and what they created is dropped, so the id can be imported again.
-    /// Skips tenants whose lock is held (an import is running).
+    /// Skips tenants whose lock is held (an import is running); one that fails
+    /// is logged and left for next time, and the others are still done.
     public func abandonInterrupted() async throws -> [String] {
         let context = self.context
         return try await context.withControl { store in
@@ -272,16 +273,22 @@ public struct TenantImporter: Sendable {
             for tenant in try await store.tenants()
             where tenant.status == .provisioning && tenant.provisioningStep == Self.provisioningStep {
                 let slug = try TenantSlug(tenant.id)
-                let done: Bool? = try await store.withTenantLockIfFree(slug) {
-                    if let server = tenant.server {
-                        let adminURL = try await context.adminURL(of: server, store: store)
-                        try await Self.discard(slug, names: try TenantNames(slug), adminURL: adminURL, context: context)
+                do {
+                    let done: Bool? = try await store.withTenantLockIfFree(slug) {
+                        if let server = tenant.server {
+                            let adminURL = try await context.adminURL(of: server, store: store)
+                            try await Self.discard(slug, names: try TenantNames(slug), adminURL: adminURL, context: context)
+                        }
+                        try await store.setProvisioningStep(slug, nil)
+                        try await store.setTenantStatus(slug, .failed, error: "import interrupted; run tenant import again")
+                        return true
                     }
-                    try await store.setProvisioningStep(slug, nil)
-                    try await store.setTenantStatus(slug, .failed, error: "import interrupted; run tenant import again")
-                    return true
+                    if done == true { abandoned.append(tenant.id) }
+                } catch {
+                    context.logger.error(
+                        "could not drop an interrupted import; trying again later",
+                        metadata: ["tenant": "\(slug)", "error": "\(OperatorFailure(error).message)"])
                 }
-                if done == true { abandoned.append(tenant.id) }
             }
             return abandoned
         }

@@ -224,27 +224,43 @@ public struct TenantMover: Sendable {
     }
 
     /// Moves other processes abandoned (their tenant's lock is free), rolled
-    /// back or finished; for the server's reconciler.
+    /// back or finished, and fences they left, lifted; for the server's
+    /// reconciler. One tenant at a time: one that fails (its database dropped
+    /// behind our back, its server down) is logged and tried again next time,
+    /// and every other is still recovered.
     public func recoverAbandoned() async throws -> [String] {
-        try await context.withControl { store in
+        let logger = context.logger
+        return try await context.withControl { store in
             var recovered: [String] = []
             for move in try await store.openMoves() {
                 let slug = try TenantSlug(move.tenantId)
-                let outcome = try await store.withTenantLockIfFree(slug) { () async throws -> String? in
-                    // Re-read under the lock: its process may have just finished it.
-                    guard let current = try await store.openMove(slug) else { return nil }
-                    return try await recover(current, store: store)
+                do {
+                    let outcome = try await store.withTenantLockIfFree(slug) { () async throws -> String? in
+                        // Re-read under the lock: its process may have just finished it.
+                        guard let current = try await store.openMove(slug) else { return nil }
+                        return try await recover(current, store: store)
+                    }
+                    if let outcome = outcome ?? nil { recovered.append("\(slug): \(outcome)") }
+                } catch {
+                    logger.error(
+                        "could not recover an interrupted move; trying again later",
+                        metadata: ["tenant": "\(slug)", "error": "\(OperatorFailure(error).message)"])
                 }
-                if let outcome = outcome ?? nil { recovered.append("\(slug): \(outcome)") }
             }
             for tenant in try await store.fencedTenants() {
                 let slug = try TenantSlug(tenant)
-                let lifted: Bool? = try await store.withTenantLockIfFree(slug) {
-                    guard try await store.openMove(slug) == nil else { return false }
-                    try await context.liftAbandonedFence(slug, store: store)
-                    return true
+                do {
+                    let lifted: Bool? = try await store.withTenantLockIfFree(slug) {
+                        guard try await store.openMove(slug) == nil else { return false }
+                        try await context.liftAbandonedFence(slug, store: store)
+                        return true
+                    }
+                    if lifted == true { recovered.append("\(slug): write fence lifted") }
+                } catch {
+                    logger.error(
+                        "could not lift an abandoned write fence; trying again later",
+                        metadata: ["tenant": "\(slug)", "error": "\(OperatorFailure(error).message)"])
                 }
-                if lifted == true { recovered.append("\(slug): write fence lifted") }
             }
             return recovered
         }

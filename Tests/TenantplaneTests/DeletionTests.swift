@@ -245,3 +245,40 @@ struct WriteOnceUploadTests {
         }
     }
 }
+
+@Suite("Reconcilers take one tenant at a time")
+struct ReconcileOneAtATimeTests {
+    /// Fences left by dead processes: a tenant whose database was dropped
+    /// behind tenantplane's back cannot be lifted and is logged; the healthy
+    /// one is lifted, and a purged tenant's stale fence is just cleared.
+    @Test func aBrokenTenantHoldsUpNoOtherFenceLift() async throws {
+        try await ProvisioningFixture.with { fixture in
+            let healthy = ProvisioningFixture.slug("fenced")
+            let broken = ProvisioningFixture.slug("fenced-broken")
+            let purged = ProvisioningFixture.slug("fenced-purged")
+            for slug in [healthy, broken, purged] {
+                try #require(try await fixture.cli.run("tenant", "create", slug, "--name", slug).exitCode == 0)
+            }
+            try #require(try await fixture.cli.run("tenant", "delete", purged, "--confirm", purged, "--purge-now").exitCode == 0)
+            for slug in [healthy, broken] {
+                let name = try TenantSlug(slug).databaseName
+                _ = try await TestCluster.query(
+                    try TestCluster.adminURL, PostgresQuery(unsafeSQL: "ALTER DATABASE \(name) SET default_transaction_read_only = on"))
+            }
+            _ = try await TestCluster.query(
+                fixture.controlURL, "UPDATE tenants SET write_fence = 'export' WHERE id = ANY(\([healthy, broken, purged]))")
+            try await TestCluster.drop(try TenantSlug(broken).databaseName)
+
+            let app = try fixture.server()
+            try await app.test(.router) { _ in
+                let lifted = try await TenantAPIFixture.poll(within: .seconds(20)) {
+                    let rows = try await TestCluster.query(
+                        fixture.controlURL, "SELECT id FROM tenants WHERE write_fence IS NOT NULL ORDER BY id")
+                    return try rows.map { try $0.decode(String.self) } == [broken]
+                }
+                #expect(lifted)
+            }
+            _ = try await TestCluster.query(try await fixture.tenantURL(healthy), "INSERT INTO runs (status) VALUES ('pending')")
+        }
+    }
+}
