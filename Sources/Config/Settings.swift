@@ -33,6 +33,8 @@ public struct Settings: Sendable {
     /// Runs executed at once by this process's worker (`TENANTPLANE_WORKERS`;
     /// 0 leaves execution to `tenantplane worker` processes).
     public var workers: Int
+    /// `TENANTPLANE_ADMIN_JOBS`: exports and moves a server runs at once.
+    public var adminJobs: Int
     /// How long a claimed run stays a worker's without renewal (`TENANTPLANE_RUN_LEASE`):
     /// a run left by a crashed process is taken over after it.
     public var runLease: Duration
@@ -130,6 +132,7 @@ public struct Settings: Sendable {
         }
         providerKeys = keys
         workers = try integer("TENANTPLANE_WORKERS", default: 4, range: 0...256)
+        adminJobs = try integer("TENANTPLANE_ADMIN_JOBS", default: 2, range: 1...64)
         runLease = .milliseconds(try milliseconds(value("TENANTPLANE_RUN_LEASE"), key: "TENANTPLANE_RUN_LEASE") ?? 15_000)
         workerPoll = .milliseconds(
             try milliseconds(value("TENANTPLANE_WORKER_POLL"), key: "TENANTPLANE_WORKER_POLL") ?? 250)

@@ -68,7 +68,8 @@ extension ControlStore {
     /// The job's process is alive: see `failAbandonedJobs(silentFor:)`.
     public func beatJob(_ id: UUID) async throws {
         try await connection.query(
-            "UPDATE admin_jobs SET heartbeat_at = now() WHERE id = \(id) AND status = 'running'", logger: logger)
+            "UPDATE admin_jobs SET heartbeat_at = now() WHERE id = \(id) AND status IN ('queued', 'running')",
+            logger: logger)
     }
 
     public func setJobDetail(_ id: UUID, _ detail: String) async throws {

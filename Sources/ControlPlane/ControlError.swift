@@ -5,11 +5,13 @@ public enum ControlError: OperatorError, Equatable {
     case alreadyExists(String)
     case invalid(String)
     case conflict(String)
+    /// Another admin action holds the tenant: what.
+    case tenantBusy(String)
 
     public var httpStatus: Int {
         switch self {
         case .notFound: 404
-        case .alreadyExists, .conflict: 409
+        case .alreadyExists, .conflict, .tenantBusy: 409
         case .invalid: 400
         }
     }
@@ -20,6 +22,7 @@ public enum ControlError: OperatorError, Equatable {
         case .alreadyExists: "already_exists"
         case .invalid: "invalid_request"
         case .conflict: "conflict"
+        case .tenantBusy: "tenant_busy"
         }
     }
 
@@ -29,6 +32,7 @@ public enum ControlError: OperatorError, Equatable {
         case .alreadyExists(let what): what
         case .invalid(let what): what
         case .conflict(let what): what
+        case .tenantBusy(let what): what
         }
     }
 }

@@ -187,9 +187,33 @@ extension ControlStore {
         return best
     }
 
+    /// How long an admin action waits for a tenant another one holds.
+    public static let tenantLockWait: Duration = .seconds(5)
+
     /// Serialises work on one tenant across processes: a session advisory lock
-    /// of the control database, held while `body` runs.
-    public func withTenantLock<Result>(_ slug: TenantSlug, _ body: () async throws -> Result) async throws -> Result {
-        try await connection.withAdvisoryLock(named: "tenant:\(slug.rawValue)", logger: logger, body)
+    /// of the control database, held while `body` runs. Waits at most
+    /// `waiting` for it; a tenant still held then (an export, a move, an
+    /// import) is `tenantBusy`, saying what holds it, never a request that hangs.
+    public func withTenantLock<Result>(
+        _ slug: TenantSlug, waiting: Duration = Self.tenantLockWait, _ body: () async throws -> Result
+    ) async throws -> Result {
+        let deadline = ContinuousClock.now.advanced(by: waiting)
+        while true {
+            if let result = try await withTenantLockIfFree(slug, body) { return result }
+            guard ContinuousClock.now < deadline else { throw ControlError.tenantBusy(try await holder(of: slug)) }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+    }
+
+    /// What is most likely holding the tenant's lock, for the operator.
+    private func holder(of slug: TenantSlug) async throws -> String {
+        let rows = try await connection.query(
+            "SELECT kind FROM admin_jobs WHERE tenant_id = \(slug.rawValue) AND status = 'running' ORDER BY started_at LIMIT 1",
+            logger: logger)
+        switch try await rows.collect().first?.decode(String.self) {
+        case "export": return "an export of \(slug) is running; try again when it is done"
+        case "move": return "a move of \(slug) is running; try again when it is done"
+        default: return "another operation on \(slug) is running (an export, move, import or delete); try again shortly"
+        }
     }
 }

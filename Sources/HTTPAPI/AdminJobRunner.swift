@@ -6,10 +6,11 @@ import Logging
 import ServiceLifecycle
 
 /// Runs the long admin jobs started over HTTP (exports, moves) as children of
-/// one task group, recording each job's progress, heartbeat and outcome in the
-/// control database for `GET /admin/jobs/{id}`. On shutdown it takes no new
-/// jobs and lets the running ones finish: a move cut short would only have to
-/// be rolled back at the next start.
+/// one task group, at most `concurrency` at once (the rest wait `queued`,
+/// their heartbeat beating), recording each job's progress, heartbeat and
+/// outcome in the control database for `GET /admin/jobs/{id}`. On shutdown it
+/// takes no new jobs and lets the running ones finish: a move cut short would
+/// only have to be rolled back at the next start.
 struct AdminJobRunner: Service {
     /// How often a running job's heartbeat is refreshed; `BackupReconciler`
     /// gives up on a job silent for `abandonedAfter`.
@@ -26,10 +27,12 @@ struct AdminJobRunner: Service {
     private let submissions: AsyncStream<Submission>
     private let continuation: AsyncStream<Submission>.Continuation
     private let control: ControlAccess
+    private let slots: JobSlots
     private let logger: Logger
 
-    init(control: ControlAccess, logger: Logger) {
+    init(control: ControlAccess, concurrency: Int, logger: Logger) {
         self.control = control
+        slots = JobSlots(count: concurrency)
         self.logger = logger
         (submissions, continuation) = AsyncStream.makeStream(of: Submission.self)
     }
@@ -54,6 +57,14 @@ struct AdminJobRunner: Service {
     }
 
     private func execute(_ submission: Submission) async {
+        let id = submission.id
+        let control = self.control
+        await whileBeating(id) { await slots.acquire() }
+        await perform(submission)
+        await slots.release()
+    }
+
+    private func perform(_ submission: Submission) async {
         let id = submission.id
         let control = self.control
         do {
@@ -96,6 +107,32 @@ struct AdminJobRunner: Service {
             let outcome = await body()
             group.cancelAll()
             return outcome
+        }
+    }
+}
+
+/// Admits at most `count` jobs at once; the others wait in line, in order.
+actor JobSlots {
+    private var free: Int
+    private var waiting: [CheckedContinuation<Void, Never>] = []
+
+    init(count: Int) {
+        free = count
+    }
+
+    func acquire() async {
+        if free > 0 {
+            free -= 1
+            return
+        }
+        await withCheckedContinuation { waiting.append($0) }
+    }
+
+    func release() {
+        if waiting.isEmpty {
+            free += 1
+        } else {
+            waiting.removeFirst().resume()
         }
     }
 }

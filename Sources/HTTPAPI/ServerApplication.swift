@@ -89,8 +89,10 @@ public struct ServerApplication {
             pools.close(tenantID: slug.rawValue)
         }
         AdminTenantRoutes(control: control, provisioner: provisioner, tenantChanged: tenantChanged).register(on: admin)
-        let backup = try BackupContext(settings: settings, logger: logger, controlPool: controlPool)
-        let jobs = AdminJobRunner(control: control, logger: logger)
+        // Jobs hold their control connection (and the tenant's lock on it)
+        // for minutes: their own, never the pool request authentication needs.
+        let backup = try BackupContext(settings: settings, logger: logger, controlPool: nil)
+        let jobs = AdminJobRunner(control: control, concurrency: settings.adminJobs, logger: logger)
         AdminBackupRoutes(control: control, context: backup, runner: jobs, tenantChanged: tenantChanged).register(on: admin)
 
         // Stopped in reverse order: the HTTP server first, then the worker

@@ -50,7 +50,7 @@ public enum TenantAccessError: OperatorError, Equatable {
         case .suspended: "tenant_suspended"
         case .notServing: "tenant_not_serving"
         case .budgetExhausted: "connection_budget_exhausted"
-        case .tenantBusy: "tenant_busy"
+        case .tenantBusy: "tenant_connections_busy"
         case .databaseUnavailable: "tenant_database_unavailable"
         case .writesPaused: "tenant_writes_paused"
         case .controlUnavailable: "control_unavailable"

@@ -282,3 +282,43 @@ struct ReconcileOneAtATimeTests {
         }
     }
 }
+
+@Suite("Admin jobs are bounded and a busy tenant answers at once")
+struct BoundedAdminJobTests {
+    @Test func jobsBeyondTheLimitWaitQueuedAndABusyTenantGets409() async throws {
+        try await TenantAPIFixture.with(extra: ["TENANTPLANE_ADMIN_JOBS": "1"]) { api in
+            let held = try await api.tenant("held")
+            let free = try await api.tenant("free")
+            // Another process holds the first tenant (as a long import would).
+            let holder = try await DatabaseConnection.open(api.provisioning.controlURL, logger: TestCluster.logger)
+            _ = try await holder.query("SELECT pg_advisory_lock(hashtext(\("tenant:\(held.slug)")))", logger: TestCluster.logger)
+
+            let started = ContinuousClock.now
+            let suspended = try await api.client.execute(
+                uri: "/admin/tenants/\(held.slug)/suspend", method: .post, headers: TestServer.adminHeaders)
+            #expect(suspended.status == .conflict)
+            #expect((suspended.json["error"] as? [String: Any])?["code"] as? String == "tenant_busy")
+            #expect(ContinuousClock.now - started < .seconds(8))
+
+            func job(_ slug: String) async throws -> String {
+                let response = try await api.client.execute(
+                    uri: "/admin/tenants/\(slug)/export", method: .post, headers: TestServer.adminHeaders)
+                return try #require(response.json["id"] as? String)
+            }
+            func status(_ id: String) async throws -> [String: Any] {
+                try await api.client.execute(uri: "/admin/jobs/\(id)", method: .get, headers: TestServer.adminHeaders).json
+            }
+            let first = try await job(held.slug)
+            #expect(try await api.eventually(within: .seconds(5)) { try await status(first)["status"] as? String == "running" })
+            let second = try await job(free.slug)
+            try await Task.sleep(for: .seconds(1))
+            #expect(try await status(second)["status"] as? String == "queued")
+
+            // The first gives up on the held tenant with a clear error; then the second runs.
+            #expect(try await api.eventually(within: .seconds(15)) { try await status(first)["status"] as? String == "failed" })
+            #expect((try await status(first)["error"] as? String)?.contains("is running") == true)
+            #expect(try await api.eventually(within: .seconds(15)) { try await status(second)["status"] as? String == "succeeded" })
+            try await holder.close()
+        }
+    }
+}
