@@ -356,10 +356,11 @@ struct RunEngineTests {
         try await TenantAPIFixture.with(extra: Self.fastWorker) { api in
             let a = try await api.tenant("nodisk")
             _ = try await api.call(.put, "/v1/prompts/outline", key: a.key, body: #"{"content":"Outline"}"#)
-            // A file stands where the tenant's storage directory must go (tests run as root,
-            // so permissions would not stop the write).
-            try FileManager.default.createDirectory(at: api.provisioning.storage, withIntermediateDirectories: true)
-            try Data("not a directory".utf8).write(to: api.provisioning.storage.appendingPathComponent(a.slug))
+            // A file stands where the tenant's storage directory belongs (tests run as
+            // root, so permissions would not stop the write).
+            let directory = api.provisioning.storage.appendingPathComponent(a.slug)
+            try FileManager.default.removeItem(at: directory)
+            try Data("not a directory".utf8).write(to: directory)
             let id = try #require(
                 try await api.call(.post, "/v1/runs", key: a.key, body: #"{"steps":["outline"]}"#).json["id"] as? String)
             let run = try await waitForRun(api, a.key, id, ["completed", "failed"])
