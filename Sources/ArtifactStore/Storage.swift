@@ -149,6 +149,11 @@ extension Storage {
     /// The valid artifact names among a directory's entries (the store's own
     /// dot-files and anything else that breaks the pattern are skipped).
     func names(in directory: Descriptor, path: String) throws(ArtifactError) -> [String] {
+        try entries(in: directory, path: path).filter { ArtifactNames.isArtifactName($0) }
+    }
+
+    /// Every entry of a directory but `.` and `..`.
+    func entries(in directory: Descriptor, path: String) throws(ArtifactError) -> [String] {
         let copy = dup(directory.rawValue)
         guard copy >= 0, let stream = fdopendir(copy) else {
             let code = errno
@@ -169,7 +174,7 @@ extension Storage {
                     String(cString: $0)
                 }
             }
-            if ArtifactNames.isArtifactName(name) { names.append(name) }
+            if name != ".", name != ".." { names.append(name) }
         }
         return names
     }

@@ -20,6 +20,11 @@ public struct Settings: Sendable {
     public var poolWait: Duration
     /// `TENANTPLANE_DELETE_GRACE`: how long a deleted tenant can be undeleted.
     public var deleteGrace: Duration
+    /// `TENANTPLANE_SWEEP_GRACE`: how old an unreferenced file must be before
+    /// the sweep removes it.
+    public var sweepGrace: Duration
+    /// `TENANTPLANE_SWEEP_INTERVAL`: how often the sweep walks the store.
+    public var sweepInterval: Duration
     public var maxUploadBytes: Int
     /// API keys of LLM providers from `TENANTPLANE_<ID>_API_KEY`, by the id as
     /// written there (lower case, `_` for `-`); read them with `providerKey(for:)`.
@@ -123,6 +128,9 @@ public struct Settings: Sendable {
         let waitMilliseconds = try milliseconds(value("TENANTPLANE_POOL_WAIT"), key: "TENANTPLANE_POOL_WAIT")
         poolWait = .milliseconds(waitMilliseconds ?? 5_000)
         deleteGrace = .seconds(try seconds(value("TENANTPLANE_DELETE_GRACE"), key: "TENANTPLANE_DELETE_GRACE") ?? 7 * 86_400)
+        sweepGrace = .seconds(try seconds(value("TENANTPLANE_SWEEP_GRACE"), key: "TENANTPLANE_SWEEP_GRACE") ?? 3_600)
+        sweepInterval = .seconds(
+            max(1, try seconds(value("TENANTPLANE_SWEEP_INTERVAL"), key: "TENANTPLANE_SWEEP_INTERVAL") ?? 3_600))
         maxUploadBytes = try integer(
             "TENANTPLANE_MAX_UPLOAD_BYTES", default: 100 * 1024 * 1024, range: 1...(1 << 40))
         var keys: [String: String] = [:]

@@ -104,6 +104,10 @@ public struct ServerApplication {
                 secrets: secrets, pools: pools, store: artifactStore, logger: logger)
         }
         services.append(ProvisioningReconciler(provisioner: provisioner, logger: logger))
+        services.append(
+            ArtifactSweeper(
+                control: controlAccess, directory: TenantDirectory(control: controlAccess, secrets: secrets), pools: pools,
+                store: artifactStore, grace: settings.sweepGrace, logger: logger, interval: settings.sweepInterval))
         services.append(jobs)
         services.append(
             BackupReconciler(

@@ -322,3 +322,36 @@ struct BoundedAdminJobTests {
         }
     }
 }
+
+@Suite("The sweep")
+struct SweepTests {
+    @Test func theSweepRemovesOldUnreferencedFilesAndLeftoversAndKeepsEverythingARowDescribes() async throws {
+        try await TenantAPIFixture.with(extra: ["TENANTPLANE_SWEEP_INTERVAL": "1s", "TENANTPLANE_SWEEP_GRACE": "60s"]) { api in
+            let tenant = try await api.tenant("sweep")
+            let run = try await api.run(tenant.key)
+            let upload = try await api.call(.post, "/v1/runs/\(run)/steps/outline/artifacts/kept.txt", key: tenant.key, body: "kept")
+            try #require(upload.status == .created)
+            let base = api.provisioning.storage.appendingPathComponent("\(tenant.slug)/\(run)")
+            let old = Date().addingTimeInterval(-3_600)
+            func place(_ relative: String, age: Date?) throws {
+                let url = base.appendingPathComponent(relative)
+                try FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
+                try Data("stray".utf8).write(to: url)
+                if let age { try FileManager.default.setAttributes([.modificationDate: age], ofItemAtPath: url.path) }
+            }
+            let stray = ["outline/output.json", "outline/.tmp-0123456789abcdef", "outline/artifacts/.aside-99", "outline/artifacts/lost.bin"]
+            for relative in stray { try place(relative, age: old) }
+            try place("draft/output.json", age: nil)
+            try FileManager.default.setAttributes(
+                [.modificationDate: old], ofItemAtPath: base.appendingPathComponent("outline/artifacts/kept.txt").path)
+
+            let swept = try await api.eventually(within: .seconds(15)) {
+                stray.allSatisfy { !FileManager.default.fileExists(atPath: base.appendingPathComponent($0).path) }
+            }
+            #expect(swept)
+            #expect(FileManager.default.fileExists(atPath: base.appendingPathComponent("draft/output.json").path))
+            let kept = try await api.call(.get, "/v1/runs/\(run)/steps/outline/artifacts/kept.txt", key: tenant.key)
+            #expect(String(buffer: kept.body) == "kept")
+        }
+    }
+}

@@ -1,0 +1,80 @@
+import ArtifactStore
+import ControlPlane
+import Core
+import Foundation
+import Logging
+import PostgresNIO
+import ServiceLifecycle
+import TenantRouter
+
+/// At start-up and then every `interval`: removes the files of each active
+/// tenant that no `artifacts` row refers to and that have not changed for
+/// `grace` (an output a crash left between its write and its row, an upload
+/// whose row was never written), and the store's own leftovers of a crash
+/// (`.tmp-*`, `.aside-*`, digest sidecars without their file). One tenant at
+/// a time; a tenant with nothing old enough costs no database connection, and
+/// one that fails is logged and swept next time.
+struct ArtifactSweeper: Service {
+    let control: ControlPool
+    let directory: TenantDirectory
+    let pools: TenantPools
+    let store: ArtifactStore
+    let grace: Duration
+    let logger: Logger
+    var interval: Duration = .seconds(3600)
+
+    func run() async throws {
+        while !Task.isShuttingDownGracefully {
+            do {
+                let removed = try await cancelWhenGracefulShutdown { try await sweepAll() }
+                if removed > 0 { logger.notice("swept unreferenced files", metadata: ["files": "\(removed)"]) }
+            } catch is CancellationError {
+                break
+            } catch {
+                logger.error("could not sweep the artifact store", metadata: ["error": "\(OperatorFailure(error).message)"])
+            }
+            try? await cancelWhenGracefulShutdown { try await Task.sleep(for: interval) }
+        }
+    }
+
+    func sweepAll() async throws -> Int {
+        let tenants = try await control.run { try await $0.tenants() }.filter { $0.status == .active }
+        var removed = 0
+        for tenant in tenants {
+            try Task.checkCancellation()
+            do {
+                removed += try await sweep(tenant.id)
+            } catch is CancellationError {
+                throw CancellationError()
+            } catch {
+                logger.warning(
+                    "could not sweep a tenant's files; trying again next time",
+                    metadata: ["tenant": "\(tenant.id)", "error": "\(OperatorFailure(error).message)"])
+            }
+        }
+        return removed
+    }
+
+    private func sweep(_ tenantID: String) async throws -> Int {
+        let files = try store.tenant(tenantID)
+        let cutoff = Date().addingTimeInterval(-Double(grace.components.seconds))
+        let candidates = try await files.sweepCandidates(changedBefore: cutoff)
+        let stored = candidates.filter { $0.kind == .stored }.map(\.path)
+        var referenced: Set<String> = []
+        if !stored.isEmpty {
+            let identity = try await directory.identity(of: tenantID, actor: "sweeper")
+            let logger = self.logger
+            referenced = try await pools.withConnection(for: identity) { connection in
+                let rows = try await connection.query(
+                    "SELECT DISTINCT file_path FROM artifacts WHERE file_path = ANY(\(stored))", logger: logger)
+                return Set(try await rows.collect().map { try $0.decode(String.self) })
+            }
+        }
+        var removed = 0
+        for candidate in candidates where candidate.kind == .leftover || !referenced.contains(candidate.path) {
+            try await files.sweep(candidate)
+            removed += 1
+        }
+        return removed
+    }
+}
