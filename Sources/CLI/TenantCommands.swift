@@ -95,6 +95,9 @@ extension Tenantplane.Tenant {
                 Output.line("schema_version: \(tenant.schemaVersion.map(String.init) ?? "-")")
                 Output.line("database_url:   \(tenant.databaseUrl)")
                 if let error = tenant.lastError { Output.line("last_error:     \(error)") }
+                if let due = tenant.purgeAfter {
+                    Output.line("purge_after:    \(due.formatted(.iso8601)) (tenant undelete \(tenant.id) until then)")
+                }
             }
         }
     }

@@ -20,21 +20,23 @@ public struct TenantRecord: Sendable, Codable, Equatable {
     public var updatedAt: Date
     public var provisioningStep: String?
     public var lastError: String?
+    /// While `deleting`: when the purge is due (`tenant undelete` until then).
+    public var purgeAfter: Date?
 }
 
 extension ControlStore {
     static let tenantColumns = """
         id, name, status, COALESCE(is_active, false), server, schema_version, database_url,
-        COALESCE(created_at, now()::timestamp), updated_at, provisioning_step, last_error
+        COALESCE(created_at, now()::timestamp), updated_at, provisioning_step, last_error, purge_after
         """
 
     static func decodeTenant(_ row: PostgresRow) throws -> TenantRecord {
-        let (id, name, status, active, server, version, url, created, updated, step, error) = try row.decode(
-            (String, String, String, Bool, String?, Int?, String, Date, Date, String?, String?).self)
+        let (id, name, status, active, server, version, url, created, updated, step, error, purgeAfter) = try row.decode(
+            (String, String, String, Bool, String?, Int?, String, Date, Date, String?, String?, Date?).self)
         return TenantRecord(
             id: id, name: name, status: TenantStatus(rawValue: status) ?? .failed, isActive: active, server: server,
             schemaVersion: version, databaseUrl: url, createdAt: created, updatedAt: updated, provisioningStep: step,
-            lastError: error)
+            lastError: error, purgeAfter: purgeAfter)
     }
 
     public func tenant(_ slug: TenantSlug) async throws -> TenantRecord? {
