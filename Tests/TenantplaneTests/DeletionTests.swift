@@ -102,6 +102,19 @@ struct DeletionTests {
             })
             #expect(!FileManager.default.fileExists(atPath: fixture.storage.appendingPathComponent(seeded.slug).path))
 
+            // A fence a dead export left: the delete lifts it, so the tenant comes back writable.
+            _ = try await TestCluster.query(
+                fixture.controlURL, "UPDATE tenants SET write_fence = 'export' WHERE id = \(seeded.slug)")
+            _ = try await TestCluster.query(
+                try TestCluster.adminURL,
+                PostgresQuery(
+                    unsafeSQL: "ALTER DATABASE \(try TenantSlug(seeded.slug).databaseName) SET default_transaction_read_only = on"))
+            let again = try await fixture.cli.run("tenant", "delete", seeded.slug, "--confirm", seeded.slug)
+            #expect(again.exitCode == 0, "\(again.stderr)")
+            let fence = try await TestCluster.query(
+                fixture.controlURL, "SELECT write_fence IS NULL FROM tenants WHERE id = \(seeded.slug)")
+            #expect(try fence.first?.decode(Bool.self) == true)
+
             let back = try await fixture.cli.run("tenant", "undelete", seeded.slug, "--json")
             #expect(back.exitCode == 0, "\(back.stderr)")
             #expect(try #require(try back.jsonObject() as? [String: Any])["status"] as? String == "active")

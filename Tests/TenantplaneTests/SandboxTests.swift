@@ -375,3 +375,49 @@ struct SandboxTests {
         }
     }
 }
+
+@Suite("A suspended tenant is still worked on as itself")
+struct SuspendedTenantTests {
+    /// Its role is NOLOGIN; an export, a backup and a fleet migration log in as
+    /// it for their own length, under its lock, and leave it NOLOGIN.
+    @Test func exportBackupAndFleetMigrationOfASuspendedTenantLogInAsItAndLeaveItSuspended() async throws {
+        try await ProvisioningFixture.with { fixture in
+            let slug = ProvisioningFixture.slug("asleep")
+            try #require(try await fixture.cli.run("tenant", "create", slug, "--name", slug).exitCode == 0)
+            _ = try await TestCluster.query(try await fixture.tenantURL(slug), "INSERT INTO runs (status) VALUES ('pending')")
+            try #require(try await fixture.cli.run("tenant", "suspend", slug).exitCode == 0)
+            func canLogIn() async throws -> Bool {
+                try await TestCluster.query(
+                    fixture.controlURL, "SELECT rolcanlogin FROM pg_roles WHERE rolname = \(try TenantSlug(slug).roleName)"
+                ).first?.decode(Bool.self) ?? true
+            }
+            #expect(try await canLogIn() == false)
+            let work = FileManager.default.temporaryDirectory.appendingPathComponent("tp-asleep-\(UUID().uuidString)")
+            try FileManager.default.createDirectory(at: work, withIntermediateDirectories: true)
+            defer { try? FileManager.default.removeItem(at: work) }
+
+            let exported = try await fixture.cli.run("tenant", "export", slug, "--out", work.appendingPathComponent("a.tar").path)
+            #expect(exported.exitCode == 0, "\(exported.stderr)")
+            #expect(try await canLogIn() == false)
+            let backup = try await fixture.cli.run("backup", "--all", "--out", work.path, "--json")
+            #expect(backup.exitCode == 0, "\(backup.stderr)")
+            #expect(try #require(try backup.jsonObject() as? [String: Any])["succeeded"] as? Int == 1)
+            #expect(try await canLogIn() == false)
+
+            let staged = try TestCluster.stagedCopy(of: TestCluster.tenantMigrations)
+            defer { try? FileManager.default.removeItem(at: staged) }
+            try "ALTER TABLE runs ADD COLUMN asleep TEXT;\n".write(
+                to: staged.appendingPathComponent("002_asleep.sql"), atomically: true, encoding: .utf8)
+            var newer = fixture.cli
+            newer.environment["TENANTPLANE_TENANT_MIGRATIONS"] = staged.path
+            let migrated = try await newer.run("migrate", "tenants", "--tenant", slug, "--json")
+            #expect(migrated.exitCode == 0, "\(migrated.stdout) \(migrated.stderr)")
+            #expect(try await canLogIn() == false)
+            #expect(try await fixture.status(slug) == "suspended")
+            let columns = try await TestCluster.query(
+                try TestCluster.adminURL.with(database: try TenantSlug(slug).databaseName),
+                "SELECT count(*)::int FROM information_schema.columns WHERE table_name = 'runs' AND column_name = 'asleep'")
+            #expect(try columns.first?.decode(Int.self) == 1)
+        }
+    }
+}
