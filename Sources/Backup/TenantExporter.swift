@@ -51,7 +51,7 @@ public struct TenantExporter: Sendable {
         return try await context.withControl { store in
             try await store.withTenantLock(slug) {
                 try await store.audited(
-                    actor, action: "tenant.export", resourceType: "tenant", resourceId: slug.rawValue,
+                    actor, .tenantExport, resourceId: slug.rawValue,
                     details: ["file": (output as NSString).lastPathComponent]
                 ) {
                     try await context.liftAbandonedFence(slug, store: store)

@@ -77,7 +77,7 @@ public struct TenantImporter: Sendable {
         return try await context.withControl { store in
             try await store.withTenantLock(slug) {
                 try await store.audited(
-                    actor, action: "tenant.import", resourceType: "tenant", resourceId: slug.rawValue,
+                    actor, .tenantImport, resourceId: slug.rawValue,
                     details: ["source_tenant": source.rawValue, "signed_by_this_deployment": signed ? "true" : "false"]
                 ) {
                     let existing = try await store.tenant(slug)

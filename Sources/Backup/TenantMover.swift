@@ -57,7 +57,7 @@ public struct TenantMover: Sendable {
         return try await context.withControl { store in
             try await store.withTenantLock(slug) {
                 try await store.audited(
-                    actor, action: "tenant.move", resourceType: "tenant", resourceId: slug.rawValue,
+                    actor, .tenantMove, resourceId: slug.rawValue,
                     details: ["to_server": target]
                 ) {
                     var recovered: String?

@@ -61,10 +61,9 @@ extension Tenantplane.LLM {
                     }
                     let context = try CommandContext()
                     let provider = try await context.withControl { store in
-                        try await store.audited(context.actor, action: "llm.provider.add", resourceType: "llm_provider", resourceId: id) {
-                            try await store.addProvider(
-                                LLMProvider(id: id, displayName: name, apiBaseURL: baseURL, isActive: true, apiStyle: style))
-                        }
+                        try await store.addProvider(
+                            LLMProvider(id: id, displayName: name, apiBaseURL: baseURL, isActive: true, apiStyle: style),
+                            actor: context.actor)
                     }
                     if output.json { try Output.json(provider) } else { Output.line("added provider \(provider.id)") }
                 }
@@ -110,9 +109,7 @@ extension Tenantplane.LLM {
                     let modelClass = try ModelClass(validating: modelClass)
                     let context = try CommandContext()
                     let model = try await context.withControl { store in
-                        try await store.audited(context.actor, action: "llm.model.add", resourceType: "llm_model", resourceId: "\(provider)/\(name)") {
-                            try await store.addModel(providerId: provider, modelName: name, modelClass: modelClass)
-                        }
+                        try await store.addModel(providerId: provider, modelName: name, modelClass: modelClass, actor: context.actor)
                     }
                     if output.json {
                         try Output.json(model)
@@ -162,9 +159,7 @@ extension Tenantplane.LLM {
                     let modelClass = try ModelClass(validating: modelClass)
                     let context = try CommandContext()
                     let result = try await context.withControl { store in
-                        try await store.audited(context.actor, action: "llm.default.set", resourceType: "step_llm_default", resourceId: step) {
-                            try await store.setStepDefault(step: step, providerId: provider, modelClass: modelClass)
-                        }
+                        try await store.setStepDefault(step: step, providerId: provider, modelClass: modelClass, actor: context.actor)
                     }
                     if output.json {
                         try Output.json(result)

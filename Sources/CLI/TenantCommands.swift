@@ -203,11 +203,7 @@ extension Tenantplane.Tenant {
                 try await reportingFailures {
                     let slug = try TenantSlug(slug)
                     let context = try CommandContext()
-                    let key = try await context.withControl { store in
-                        try await store.audited(context.actor, action: "tenant.key.create", resourceType: "tenant", resourceId: slug.rawValue) {
-                            try await store.createAPIKey(for: slug)
-                        }
-                    }
+                    let key = try await context.withControl { try await $0.issueKey(for: slug, actor: context.actor) }
                     if output.json { return try Output.json(key) }
                     Output.line("id:  \(key.id)")
                     Output.line("key: \(key.key)")
@@ -245,11 +241,7 @@ extension Tenantplane.Tenant {
             func run() async throws {
                 try await reportingFailures {
                     let context = try CommandContext()
-                    let key = try await context.withControl { store in
-                        try await store.audited(context.actor, action: "tenant.key.revoke", resourceType: "api_key", resourceId: keyID) {
-                            try await store.revokeAPIKey(id: keyID)
-                        }
-                    }
+                    let key = try await context.withControl { try await $0.revokeKey(keyID, actor: context.actor) }
                     if output.json { try Output.json(key) } else { Output.line("revoked key \(key.id) of tenant \(key.tenantId)") }
                 }
             }

@@ -25,8 +25,19 @@ public enum APIKeyHash {
 }
 
 extension ControlStore {
-    /// Issues a key for an active or suspended tenant. Only its hash is stored.
-    public func createAPIKey(for slug: TenantSlug) async throws -> IssuedAPIKey {
+    /// Issues a key for an active or suspended tenant, audited. Only its hash
+    /// is stored; the key is in the answer and nowhere else.
+    public func issueKey(for slug: TenantSlug, actor: Actor) async throws -> IssuedAPIKey {
+        try await audited(actor, .keyIssue, resourceId: slug.rawValue) { try await createAPIKey(for: slug) }
+    }
+
+    /// Revokes a key (idempotent), audited; `tenant`, when given, must own it.
+    @discardableResult
+    public func revokeKey(_ id: String, of tenant: TenantSlug? = nil, actor: Actor) async throws -> APIKeyRecord {
+        try await audited(actor, .keyRevoke, resourceId: id) { try await revokeAPIKey(id: id, tenant: tenant) }
+    }
+
+    func createAPIKey(for slug: TenantSlug) async throws -> IssuedAPIKey {
         let tenant = try await requireTenant(slug)
         guard tenant.status == .active || tenant.status == .suspended else {
             throw ControlError.conflict("tenant \(slug) is \(tenant.status.rawValue); keys are issued to active or suspended tenants")
@@ -56,9 +67,8 @@ extension ControlStore {
         return keys
     }
 
-    /// Revokes a key (idempotent); `tenant`, when given, must own it.
     @discardableResult
-    public func revokeAPIKey(id: String, tenant: TenantSlug? = nil) async throws -> APIKeyRecord {
+    func revokeAPIKey(id: String, tenant: TenantSlug? = nil) async throws -> APIKeyRecord {
         let rows = try await connection.query(
             """
             UPDATE tenant_api_keys SET revoked_at = COALESCE(revoked_at, now())

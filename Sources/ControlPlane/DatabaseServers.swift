@@ -5,6 +5,9 @@ import PostgresNIO
 
 /// A PostgreSQL server tenants are placed on.
 public struct DatabaseServer: Sendable, Codable, Equatable {
+    /// How many tenants a server holds unless its operator says otherwise.
+    public static let defaultCapacity = 5_000
+
     public var name: String
     /// The admin URL without its password.
     public var adminUrl: String
@@ -31,7 +34,20 @@ extension ControlStore {
     /// Registers a server. Its admin URL's password is sealed under the master key;
     /// a URL without a password inherits the control URL's credentials when user,
     /// host and port match (the control server itself).
-    public func addServer(name: String, adminURL: PostgresURL, capacity: Int, secrets: SecretBox?) async throws
+    /// Registers a database server, audited: the server is reached first
+    /// (with the URL as given), its password is sealed under the master key,
+    /// and the stored URL holds none.
+    public func addServer(
+        name: String, adminURL: PostgresURL, capacity: Int = DatabaseServer.defaultCapacity, secrets: SecretBox?,
+        actor: Actor
+    ) async throws -> DatabaseServer {
+        try await audited(actor, .serverAdd, resourceId: name) {
+            try await DatabaseConnection.with(adminURL, logger: logger) { _ in }
+            return try await addServer(name: name, adminURL: adminURL, capacity: capacity, secrets: secrets)
+        }
+    }
+
+    func addServer(name: String, adminURL: PostgresURL, capacity: Int, secrets: SecretBox?) async throws
         -> DatabaseServer
     {
         try Self.validateServerName(name)

@@ -110,7 +110,12 @@ extension ControlStore {
         else { throw .invalid("provider id must be 2-32 characters of a-z, 0-9, '_' and '-', starting with a letter") }
     }
 
-    public func addProvider(_ provider: LLMProvider) async throws -> LLMProvider {
+    /// Registers a provider, audited.
+    public func addProvider(_ provider: LLMProvider, actor: Actor) async throws -> LLMProvider {
+        try await audited(actor, .providerAdd, resourceId: provider.id) { try await addProvider(provider) }
+    }
+
+    func addProvider(_ provider: LLMProvider) async throws -> LLMProvider {
         try Self.validateProviderID(provider.id)
         guard !provider.displayName.trimmingCharacters(in: .whitespaces).isEmpty else {
             throw ControlError.invalid("provider display name must not be empty")
@@ -137,7 +142,7 @@ extension ControlStore {
     /// Re-points a provider (a seeded one too): its base URL, name or
     /// activity; what is nil stays. One audited action for the CLI and the API.
     public func updateProvider(_ id: String, change: ProviderChange, actor: Actor) async throws -> LLMProvider {
-        try await audited(actor, action: "llm.provider.update", resourceType: "llm_provider", resourceId: id) {
+        try await audited(actor, .providerUpdate, resourceId: id) {
             if let url = change.apiBaseURL, !(url.hasPrefix("http://") || url.hasPrefix("https://")) {
                 throw ControlError.invalid("api base URL must start with http:// or https://")
             }
@@ -180,7 +185,16 @@ extension ControlStore {
         try await providers().first { $0.id == id }
     }
 
-    public func addModel(providerId: String, modelName: String, modelClass: ModelClass) async throws -> LLMModel {
+    /// Registers a model of a provider, audited.
+    public func addModel(providerId: String, modelName: String, modelClass: ModelClass, actor: Actor) async throws
+        -> LLMModel
+    {
+        try await audited(actor, .modelAdd, resourceId: "\(providerId)/\(modelName)") {
+            try await addModel(providerId: providerId, modelName: modelName, modelClass: modelClass)
+        }
+    }
+
+    func addModel(providerId: String, modelName: String, modelClass: ModelClass) async throws -> LLMModel {
         let name = modelName.trimmingCharacters(in: .whitespaces)
         guard !name.isEmpty, name.utf8.count <= 200 else {
             throw ControlError.invalid("model name must be 1-200 characters")
@@ -219,7 +233,16 @@ extension ControlStore {
         return result
     }
 
-    public func setStepDefault(step: String, providerId: String, modelClass: ModelClass) async throws -> StepDefault {
+    /// Points a step (or `*`) at a provider and class, audited.
+    public func setStepDefault(step: String, providerId: String, modelClass: ModelClass, actor: Actor) async throws
+        -> StepDefault
+    {
+        try await audited(actor, .stepDefaultSet, resourceId: step) {
+            try await setStepDefault(step: step, providerId: providerId, modelClass: modelClass)
+        }
+    }
+
+    func setStepDefault(step: String, providerId: String, modelClass: ModelClass) async throws -> StepDefault {
         guard step == StepName.fallback || StepName.isValid(step) else {
             throw ControlError.invalid("step name must match ^[a-z][a-z0-9_-]{0,62}$ (or be * for the fallback)")
         }

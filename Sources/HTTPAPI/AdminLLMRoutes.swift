@@ -41,12 +41,11 @@ struct AdminLLMRoutes {
                 return style
             }
             let provider = try await control.run { store in
-                try await store.audited(.adminToken, action: "llm.provider.add", resourceType: "llm_provider", resourceId: body.id) {
-                    try await store.addProvider(
-                        LLMProvider(
-                            id: body.id, displayName: body.displayName, apiBaseURL: body.apiBaseUrl, isActive: true,
-                            apiStyle: style ?? .openai))
-                }
+                try await store.addProvider(
+                    LLMProvider(
+                        id: body.id, displayName: body.displayName, apiBaseURL: body.apiBaseUrl, isActive: true,
+                        apiStyle: style ?? .openai),
+                    actor: .adminToken)
             }
             return EditedResponse(status: .created, response: provider)
         }
@@ -62,12 +61,8 @@ struct AdminLLMRoutes {
             let body = try await request.decode(as: NewModel.self, context: context)
             let modelClass = try ModelClass(validating: body.modelClass)
             let model = try await control.run { store in
-                try await store.audited(
-                    .adminToken, action: "llm.model.add", resourceType: "llm_model",
-                    resourceId: "\(body.providerId)/\(body.modelName)"
-                ) {
-                    try await store.addModel(providerId: body.providerId, modelName: body.modelName, modelClass: modelClass)
-                }
+                try await store.addModel(
+                    providerId: body.providerId, modelName: body.modelName, modelClass: modelClass, actor: .adminToken)
             }
             return EditedResponse(status: .created, response: model)
         }
@@ -79,9 +74,7 @@ struct AdminLLMRoutes {
             let body = try await request.decode(as: NewDefault.self, context: context)
             let modelClass = try ModelClass(validating: body.modelClass)
             return try await control.run { store in
-                try await store.audited(.adminToken, action: "llm.default.set", resourceType: "step_llm_default", resourceId: step) {
-                    try await store.setStepDefault(step: step, providerId: body.providerId, modelClass: modelClass)
-                }
+                try await store.setStepDefault(step: step, providerId: body.providerId, modelClass: modelClass, actor: .adminToken)
             }
         }
         llm.get("resolve/:step") { _, context -> ModelResolution in

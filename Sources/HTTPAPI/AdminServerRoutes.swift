@@ -21,11 +21,10 @@ struct AdminServerRoutes {
         admin.post("servers") { request, context -> EditedResponse<DatabaseServer> in
             let body = try await request.decode(as: NewServer.self, context: context)
             let url = try PostgresURL(body.url)
-            try await DatabaseConnection.with(url, logger: context.logger) { _ in }
             let server = try await control.run { [secrets = control.secrets] store in
-                try await store.audited(.adminToken, action: "server.add", resourceType: "database_server", resourceId: body.name) {
-                    try await store.addServer(name: body.name, adminURL: url, capacity: body.capacity ?? 5000, secrets: secrets)
-                }
+                try await store.addServer(
+                    name: body.name, adminURL: url, capacity: body.capacity ?? DatabaseServer.defaultCapacity,
+                    secrets: secrets, actor: .adminToken)
             }
             return EditedResponse(status: .created, response: server)
         }

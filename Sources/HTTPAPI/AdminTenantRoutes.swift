@@ -57,11 +57,7 @@ struct AdminTenantRoutes {
         }
         admin.post("tenants/:id/keys") { _, context -> EditedResponse<IssuedAPIKey> in
             let slug = try Self.slug(context)
-            let key = try await control.run { store in
-                try await store.audited(.adminToken, action: "tenant.key.create", resourceType: "tenant", resourceId: slug.rawValue) {
-                    try await store.createAPIKey(for: slug)
-                }
-            }
+            let key = try await control.run { try await $0.issueKey(for: slug, actor: .adminToken) }
             return EditedResponse(status: .created, response: key)
         }
         admin.get("tenants/:id/keys") { _, context -> Keys in
@@ -72,11 +68,7 @@ struct AdminTenantRoutes {
             let slug = try Self.slug(context)
             let keyID = try context.parameters.require("key")
             defer { tenantChanged(slug) }
-            return try await control.run { store in
-                try await store.audited(.adminToken, action: "tenant.key.revoke", resourceType: "api_key", resourceId: keyID) {
-                    try await store.revokeAPIKey(id: keyID, tenant: slug)
-                }
-            }
+            return try await control.run { try await $0.revokeKey(keyID, of: slug, actor: .adminToken) }
         }
     }
 

@@ -74,7 +74,7 @@ public struct Provisioner: Sendable {
         guard !name.isEmpty, name.count <= 200 else { throw ControlError.invalid("tenant name must be 1-200 characters") }
         return try await withControl { store in
             try await store.withTenantLock(slug) {
-                try await store.audited(actor, action: "tenant.create", resourceType: "tenant", resourceId: slug.rawValue) {
+                try await store.audited(actor, .tenantCreate, resourceId: slug.rawValue) {
                     try await create(slug, name: name, requestedServer: requestedServer, store: store)
                 }
             }
@@ -277,20 +277,20 @@ public struct Provisioner: Sendable {
 
     /// Blocks the tenant: NOLOGIN on its role, its sessions ended, `suspended`.
     public func suspend(_ slug: TenantSlug, actor: ControlPlane.Actor) async throws -> TenantRecord {
-        try await changeLogin(slug, actor: actor, action: "tenant.suspend", from: .active, to: .suspended)
+        try await changeLogin(slug, actor: actor, action: .tenantSuspend, from: .active, to: .suspended)
     }
 
     /// Lifts a suspension: LOGIN again, `active`.
     public func resume(_ slug: TenantSlug, actor: ControlPlane.Actor) async throws -> TenantRecord {
-        try await changeLogin(slug, actor: actor, action: "tenant.resume", from: .suspended, to: .active)
+        try await changeLogin(slug, actor: actor, action: .tenantResume, from: .suspended, to: .active)
     }
 
     private func changeLogin(
-        _ slug: TenantSlug, actor: ControlPlane.Actor, action: String, from: TenantStatus, to: TenantStatus
+        _ slug: TenantSlug, actor: ControlPlane.Actor, action: AdminAction, from: TenantStatus, to: TenantStatus
     ) async throws -> TenantRecord {
         try await withControl { store in
             try await store.withTenantLock(slug) {
-                try await store.audited(actor, action: action, resourceType: "tenant", resourceId: slug.rawValue) {
+                try await store.audited(actor, action, resourceId: slug.rawValue) {
                     let tenant = try await store.requireTenant(slug)
                     guard tenant.status == from || tenant.status == to else {
                         throw ControlError.conflict("tenant \(slug) is \(tenant.status.rawValue), not \(from.rawValue)")

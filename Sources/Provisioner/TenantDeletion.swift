@@ -43,7 +43,7 @@ extension Provisioner {
         try await withControl { store in
             try await store.withTenantLock(slug) {
                 try await store.audited(
-                    actor, action: "tenant.delete", resourceType: "tenant", resourceId: slug.rawValue,
+                    actor, .tenantDelete, resourceId: slug.rawValue,
                     details: ["purge": purgeNow ? "now" : "after the grace period"]
                 ) {
                     guard confirmation == slug.rawValue else {
@@ -65,7 +65,7 @@ extension Provisioner {
     public func undelete(_ slug: TenantSlug, actor: ControlPlane.Actor) async throws -> TenantRecord {
         try await withControl { store in
             try await store.withTenantLock(slug) {
-                try await store.audited(actor, action: "tenant.undelete", resourceType: "tenant", resourceId: slug.rawValue) {
+                try await store.audited(actor, .tenantUndelete, resourceId: slug.rawValue) {
                     let tenant = try await store.requireTenant(slug)
                     guard tenant.status == .deleting else {
                         throw ControlError.conflict(
@@ -186,7 +186,7 @@ extension Provisioner {
         }
         report.keysRemoved = try await store.finishPurge(slug)
         try await store.audit(
-            actor, action: "tenant.purge", resourceType: "tenant", resourceId: slug.rawValue, succeeded: true,
+            actor, .tenantPurge, resourceId: slug.rawValue, succeeded: true,
             details: report.auditDetails)
         logger.notice("tenant purged", metadata: ["tenant": "\(slug)"])
         return report
