@@ -1,7 +1,7 @@
 import ArgumentParser
-import HTTPAPI
 import Hummingbird
 import Logging
+import Runtime
 
 extension Tenantplane {
     struct Serve: AsyncParsableCommand {
@@ -20,9 +20,7 @@ extension Tenantplane {
         func run() async throws {
             try await reportingFailures {
                 let context = try CommandContext(defaultLogLevel: .info)
-                let app = try ServerApplication(
-                    settings: context.settings, host: host, port: port, logger: context.logger
-                ).make()
+                let app = try Runtime(settings: context.settings, logger: context.logger).server(host: host, port: port)
                 try await app.runService()
             }
         }

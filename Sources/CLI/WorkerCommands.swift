@@ -9,6 +9,7 @@ import NIOCore
 import PostgresNIO
 import Prometheus
 import RunEngine
+import Runtime
 import ServiceLifecycle
 import TenantRouter
 import UnixSignals
@@ -33,24 +34,11 @@ extension Tenantplane {
         func run() async throws {
             try await reportingFailures {
                 let context = try CommandContext(defaultLogLevel: .info)
-                let settings = context.settings
-                let controlURL = try settings.requireControlURL()
-                let secrets = SecretBox(masterKey: try settings.requireMasterKey())
-                var poolConfiguration = controlURL.clientConfiguration()
-                poolConfiguration.options.maximumConnections = settings.controlPoolSize
-                let controlPool = PostgresClient(configuration: poolConfiguration, backgroundLogger: context.logger)
-                let pools = TenantPools(
-                    limits: .init(budget: settings.connectionBudget, perTenant: settings.tenantPoolSize, wait: settings.poolWait),
-                    metrics: RouterMetrics(registry: PrometheusCollectorRegistry()), logger: context.logger)
-                let workers = RunWorker.services(
-                    options: RunWorker.Options(settings: settings, concurrency: concurrency.map { max(1, $0) }),
-                    settings: settings,
-                    control: ControlPool(client: controlPool, wait: settings.poolWait, logger: context.logger),
-                    secrets: secrets, pools: pools, store: ArtifactStore(root: settings.storageRoot, logger: context.logger),
-                    logger: context.logger)
+                let services = try Runtime(settings: context.settings, logger: context.logger)
+                    .workerServices(concurrency: concurrency)
                 let group = ServiceGroup(
                     configuration: .init(
-                        services: ([controlPool, pools] + workers).map { .init(service: $0) },
+                        services: services.map { .init(service: $0) },
                         gracefulShutdownSignals: [.sigterm, .sigint], logger: context.logger))
                 try await group.run()
             }

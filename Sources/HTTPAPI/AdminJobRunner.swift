@@ -11,11 +11,11 @@ import ServiceLifecycle
 /// outcome in the control database for `GET /admin/jobs/{id}`. On shutdown it
 /// takes no new jobs and lets the running ones finish: a move cut short would
 /// only have to be rolled back at the next start.
-struct AdminJobRunner: Service {
+public struct AdminJobRunner: Service {
     /// How often a running job's heartbeat is refreshed; `BackupReconciler`
     /// gives up on a job silent for `abandonedAfter`.
     static let heartbeat: Duration = .seconds(10)
-    static let abandonedAfter: Duration = .seconds(60)
+    public static let abandonedAfter: Duration = .seconds(60)
 
     typealias Work = @Sendable (_ progress: @escaping ProgressReporter) async throws -> String
 
@@ -44,7 +44,7 @@ struct AdminJobRunner: Service {
         }
     }
 
-    func run() async throws {
+    public func run() async throws {
         await withGracefulShutdownHandler {
             await withDiscardingTaskGroup { group in
                 for await submission in submissions {
@@ -133,44 +133,6 @@ actor JobSlots {
             free += 1
         } else {
             waiting.removeFirst().resume()
-        }
-    }
-}
-
-/// At start-up and then every minute: rolls back or finishes moves, lifts
-/// write fences and drops half-made imports that a dead process left behind
-/// (their tenant's lock is free), and marks failed the admin jobs whose
-/// process stopped (no heartbeat for `AdminJobRunner.abandonedAfter`).
-struct BackupReconciler: Service {
-    let mover: TenantMover
-    let importer: TenantImporter
-    let control: ControlAccess
-    let logger: Logger
-    var interval: Duration = .seconds(60)
-
-    func run() async throws {
-        while !Task.isShuttingDownGracefully {
-            do {
-                let abandoned = try await cancelWhenGracefulShutdown {
-                    try await control.run { try await $0.failAbandonedJobs(silentFor: AdminJobRunner.abandonedAfter) }
-                }
-                if abandoned > 0 { logger.notice("admin jobs of a stopped server marked failed", metadata: ["jobs": "\(abandoned)"]) }
-            } catch is CancellationError {
-                return
-            } catch {
-                logger.error("could not look for abandoned admin jobs", metadata: ["error": "\(OperatorFailure(error).message)"])
-            }
-            do {
-                let recovered = try await cancelWhenGracefulShutdown {
-                    try await mover.recoverAbandoned() + importer.abandonInterrupted().map { "\($0): interrupted import dropped" }
-                }
-                if !recovered.isEmpty { logger.notice("recovered interrupted backup work", metadata: ["what": "\(recovered)"]) }
-            } catch is CancellationError {
-                return
-            } catch {
-                logger.warning("could not look for interrupted moves", metadata: ["error": "\(OperatorFailure(error).message)"])
-            }
-            try? await cancelWhenGracefulShutdown { try await Task.sleep(for: interval) }
         }
     }
 }

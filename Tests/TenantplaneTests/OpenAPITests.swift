@@ -3,6 +3,7 @@ import Foundation
 import HTTPAPI
 import Hummingbird
 import HummingbirdTesting
+import Runtime
 import Testing
 
 @Suite("The OpenAPI document describes the API the server serves")
@@ -36,7 +37,7 @@ struct OpenAPITests {
         let url = try PostgresURL("postgres://u:p@127.0.0.1:1/db?sslmode=disable")
         let settings = try TestServer.settings(controlURL: url)
         let served = Set(
-            try ServerApplication(settings: settings, host: "127.0.0.1", port: 0, logger: TestCluster.logger).routes())
+            try Runtime(settings: settings, logger: TestCluster.logger).routes())
         let app = try TestServer.application(controlURL: url)
         try await app.test(.router) { client in
             let response = try await client.execute(uri: "/openapi.yaml", method: .get)

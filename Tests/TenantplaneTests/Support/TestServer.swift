@@ -3,6 +3,7 @@ import Core
 import Foundation
 import HTTPAPI
 import Hummingbird
+import Runtime
 import HummingbirdTesting
 import Logging
 import Synchronization
@@ -31,10 +32,8 @@ enum TestServer {
     static func application(
         controlURL: PostgresURL, extra: [String: String] = [:], logger: Logger = TestCluster.logger
     ) throws -> some ApplicationProtocol {
-        try ServerApplication(
-            settings: try settings(controlURL: controlURL, extra: extra), host: "127.0.0.1", port: 0,
-            logger: logger
-        ).make()
+        try Runtime(settings: try settings(controlURL: controlURL, extra: extra), logger: logger)
+            .server(host: "127.0.0.1", port: 0)
     }
 
     static var adminHeaders: HTTPFields {
