@@ -1,17 +1,9 @@
 import ArgumentParser
 import ArtifactStore
-import Config
-import ControlPlane
-import Core
 import Foundation
 import Logging
-import NIOCore
-import PostgresNIO
-import Prometheus
-import RunEngine
 import Runtime
 import ServiceLifecycle
-import TenantRouter
 import UnixSignals
 
 extension Tenantplane {
