@@ -155,9 +155,18 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .target(
+            name: "Tar",
+            dependencies: [
+                "Core",
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .target(
             name: "Backup",
             dependencies: [
                 "Core",
+                "Tar",
                 "ArtifactStore",
                 "Config",
                 "Migrations",
@@ -254,6 +263,7 @@ let package = Package(
                 "Provisioner",
                 "HTTPAPI",
                 "Runtime",
+                "Tar",
                 "CLI",
                 "TenantData",
                 "TenantRouter",

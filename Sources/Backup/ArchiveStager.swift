@@ -1,4 +1,5 @@
 import Core
+import Tar
 import Foundation
 
 #if canImport(Glibc)

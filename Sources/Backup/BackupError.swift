@@ -1,4 +1,5 @@
 import Core
+import Tar
 
 /// Why an export, import, backup or move did not happen. Archive format
 /// problems are `ArchiveError`s; these are the rest.

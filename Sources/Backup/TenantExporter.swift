@@ -1,5 +1,6 @@
 import ControlPlane
 import Core
+import Tar
 import Foundation
 import Provisioner
 import Migrations

@@ -1,4 +1,4 @@
-@testable import Backup
+@testable import Tar
 import Core
 import Crypto
 import Foundation
