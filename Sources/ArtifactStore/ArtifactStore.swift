@@ -13,6 +13,7 @@ import Musl
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import Core
 import Crypto
 import Foundation
 import Logging

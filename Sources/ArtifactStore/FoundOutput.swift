@@ -5,6 +5,7 @@ import Musl
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import Core
 import Crypto
 
 /// What the run's lease holder says of bytes found under a step's

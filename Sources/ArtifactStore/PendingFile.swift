@@ -5,6 +5,7 @@ import Musl
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import Core
 import Crypto
 
 /// A file being written: a `.tmp-<16 hex digits>` file in the directory of its
@@ -129,16 +130,3 @@ final class PendingFile {
     }
 }
 
-enum Hex {
-    private static let digits = Array("0123456789abcdef".utf8)
-
-    static func string(_ digest: some Sequence<UInt8>) -> String {
-        var bytes: [UInt8] = []
-        bytes.reserveCapacity(64)
-        for byte in digest {
-            bytes.append(digits[Int(byte >> 4)])
-            bytes.append(digits[Int(byte & 0x0F)])
-        }
-        return String(decoding: bytes, as: UTF8.self)
-    }
-}

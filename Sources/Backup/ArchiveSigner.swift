@@ -1,3 +1,4 @@
+import Core
 import Config
 import Crypto
 import Foundation
@@ -16,7 +17,7 @@ struct ArchiveSigner: Sendable {
     }
 
     func signature(of manifest: [UInt8]) -> String {
-        HMAC<SHA256>.authenticationCode(for: manifest, using: key).map { String(format: "%02x", $0) }.joined()
+        Hex.string(HMAC<SHA256>.authenticationCode(for: manifest, using: key))
     }
 
     /// Compared in constant time (CryptoKit's `isValidAuthenticationCode`).

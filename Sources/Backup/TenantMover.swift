@@ -323,7 +323,7 @@ enum ArtifactCheck {
                 if count == 0 { break }
                 buffer.withUnsafeBytes { hash.update(bufferPointer: UnsafeRawBufferPointer(rebasing: $0[..<count])) }
             }
-            let actual = hash.finalize().map { String(format: "%02x", $0) }.joined()
+            let actual = Hex.string(hash.finalize())
             guard actual == digest else { throw BackupError.verificationFailed("artifact \(path) does not match its digest") }
         }
         return references.count

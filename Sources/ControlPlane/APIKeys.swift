@@ -96,14 +96,12 @@ public enum RandomToken {
     }
 
     public static func hex(bytes count: Int) -> String {
-        bytes(count).map { String(format: "%02x", $0) }.joined()
+        Hex.string(bytes(count))
     }
 
     /// Base64url without padding: safe in URLs, headers and SQL literals.
     public static func urlSafe(bytes count: Int) -> String {
-        Data(bytes(count)).base64EncodedString()
-            .replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_")
-            .replacingOccurrences(of: "=", with: "")
+        Base64URL.encode(bytes(count))
     }
 }
 

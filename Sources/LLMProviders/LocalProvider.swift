@@ -1,3 +1,4 @@
+import Core
 import Crypto
 
 /// The built-in offline provider: no network, no key, and the same (model,
@@ -13,10 +14,7 @@ enum LocalProvider {
 
     static func complete(_ request: CompletionRequest) -> Completion {
         let digest = SHA256.hash(data: Array(request.model.utf8) + [0] + Array(request.prompt.utf8))
-        let hex = digest.prefix(6).map { byte in
-            let digits = Array("0123456789abcdef")
-            return String([digits[Int(byte >> 4)], digits[Int(byte & 0x0F)]])
-        }.joined()
+        let hex = Hex.string(digest.prefix(6))
         let text = "[\(request.model)] \(request.prompt.prefix(echoedCharacters))\ndigest: \(hex)"
         return Completion(
             text: text, inputTokens: max(1, words(in: request.prompt)), outputTokens: words(in: text))

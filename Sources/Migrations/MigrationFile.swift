@@ -1,6 +1,7 @@
 // Migrations: applies a folder of NNN_snake_case.sql files to one database and
 // records them in its schema_migrations table. It knows one database at a time
 // and nothing of tenants; the control plane and the fleet runner build on it.
+import Core
 import Crypto
 import Foundation
 
@@ -27,7 +28,7 @@ public struct MigrationFile: Sendable, Hashable {
         self.name = name
         self.fileName = fileName
         self.sql = sql
-        self.checksum = SHA256.hash(data: contents).map { String(format: "%02x", $0) }.joined()
+        self.checksum = Hex.string(SHA256.hash(data: contents))
         let firstLine = sql.split(separator: "\n", maxSplits: 1, omittingEmptySubsequences: false).first ?? ""
         self.runsInTransaction = firstLine.trimmingCharacters(in: .whitespaces) != Self.noTransactionMarker
     }

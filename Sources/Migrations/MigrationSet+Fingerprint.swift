@@ -1,3 +1,4 @@
+import Core
 import Crypto
 import Foundation
 
@@ -7,6 +8,6 @@ extension MigrationSet {
     public var fingerprint: String {
         var hasher = SHA256()
         for file in files { hasher.update(data: Data("\(file.version):\(file.checksum)\n".utf8)) }
-        return hasher.finalize().map { String(format: "%02x", $0) }.joined()
+        return Hex.string(hasher.finalize())
     }
 }

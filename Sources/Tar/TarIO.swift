@@ -9,17 +9,6 @@ import Darwin
 
 // MARK: - POSIX I/O and hashing
 
-let hexDigits = Array("0123456789abcdef".utf8)
-
-func hex(_ digest: SHA256.Digest) -> String {
-    var out: [UInt8] = []
-    out.reserveCapacity(64)
-    for byte in digest {
-        out.append(hexDigits[Int(byte >> 4)])
-        out.append(hexDigits[Int(byte & 0x0F)])
-    }
-    return String(decoding: out, as: UTF8.self)
-}
 
 func now() -> Int64 { Int64(time(nil)) }
 

@@ -78,7 +78,7 @@ public final class TarReader {
             hasher.update(bufferPointer: chunk)
             try writeAll(fileDescriptor, chunk, describing: "the output of member \(memberName)")
         }
-        return ArchivedDigest(size: size, sha256: hex(hasher.finalize()))
+        return ArchivedDigest(size: size, sha256: Hex.string(hasher.finalize()))
     }
 
     /// Reads the current file member's content into memory, refusing members
@@ -99,7 +99,7 @@ public final class TarReader {
         let size = contentRemaining
         var hasher = SHA256()
         try consumeContent { chunk in hasher.update(bufferPointer: chunk) }
-        return ArchivedDigest(size: size, sha256: hex(hasher.finalize()))
+        return ArchivedDigest(size: size, sha256: Hex.string(hasher.finalize()))
     }
 
     private func beginContent() throws(ArchiveError) {

@@ -86,7 +86,7 @@ public final class TarWriter {
             }
             guard grown == 0 else { throw .sourceChanged(printable(sourcePath)) }
             try appendPadding(after: size)
-            return ArchivedDigest(size: size, sha256: hex(hasher.finalize()))
+            return ArchivedDigest(size: size, sha256: Hex.string(hasher.finalize()))
         }
     }
 
@@ -98,7 +98,7 @@ public final class TarWriter {
             try appendHeader(name: member, type: typeRegular, size: Int64(bytes.count), modificationTime: modificationTime ?? now())
             try append(bytes)
             try appendPadding(after: Int64(bytes.count))
-            return ArchivedDigest(size: Int64(bytes.count), sha256: hex(SHA256.hash(data: bytes)))
+            return ArchivedDigest(size: Int64(bytes.count), sha256: Hex.string(SHA256.hash(data: bytes)))
         }
     }
 

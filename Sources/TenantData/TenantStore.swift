@@ -69,9 +69,7 @@ struct PageCursor {
     }
 
     var token: String {
-        Data("\(createdAt)|\(id)".utf8).base64EncodedString()
-            .replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_")
-            .replacingOccurrences(of: "=", with: "")
+        Base64URL.encode(Array("\(createdAt)|\(id)".utf8))
     }
 
     /// `YYYY-MM-DDTHH:MM:SS.ffffffZ`, as `TenantStore.utc` writes it.
