@@ -5,6 +5,7 @@ import Musl
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import Core
 import Logging
 
 /// The filesystem under the storage root, reached only through descriptors:

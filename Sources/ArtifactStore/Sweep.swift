@@ -5,6 +5,7 @@ import Musl
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import Core
 import Foundation
 
 /// A file the sweep may remove, if no row refers to it.

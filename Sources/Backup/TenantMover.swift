@@ -310,21 +310,17 @@ public struct TenantMover: Sendable {
 /// Hashes stored artifacts against the digests their rows record.
 enum ArtifactCheck {
     static func verify(_ references: [String: String], root: String) throws -> Int {
-        var buffer = [UInt8](repeating: 0, count: 1 << 20)
         for (path, digest) in references {
             let fd = open("\(root)/\(path)", O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
             guard fd >= 0 else { throw BackupError.verificationFailed("artifact \(path) is missing") }
             defer { close(fd) }
             var hash = SHA256()
-            while true {
-                let count = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-                if count < 0, errno == EINTR { continue }
-                guard count >= 0 else { throw BackupError.verificationFailed("cannot read artifact \(path)") }
-                if count == 0 { break }
-                buffer.withUnsafeBytes { hash.update(bufferPointer: UnsafeRawBufferPointer(rebasing: $0[..<count])) }
+            guard case .success = POSIX.readAll(fd, { hash.update(bufferPointer: $0) }) else {
+                throw BackupError.verificationFailed("cannot read artifact \(path)")
             }
-            let actual = Hex.string(hash.finalize())
-            guard actual == digest else { throw BackupError.verificationFailed("artifact \(path) does not match its digest") }
+            guard Hex.string(hash.finalize()) == digest else {
+                throw BackupError.verificationFailed("artifact \(path) does not match its digest")
+            }
         }
         return references.count
     }

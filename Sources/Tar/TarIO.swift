@@ -7,8 +7,7 @@ import Glibc
 import Darwin
 #endif
 
-// MARK: - POSIX I/O and hashing
-
+// MARK: - POSIX I/O (through Core's EINTR-safe wrappers)
 
 func now() -> Int64 { Int64(time(nil)) }
 
@@ -17,24 +16,13 @@ func describe(_ operation: String, _ path: String, _ code: Int32) -> String {
 }
 
 func readRetryingEINTR(_ descriptor: Int32, into buffer: UnsafeMutableRawBufferPointer, describing what: String) throws(ArchiveError) -> Int {
-    while true {
-        let count = read(descriptor, buffer.baseAddress, buffer.count)
-        if count >= 0 { return count }
-        let code = errno
-        if code != EINTR { throw .io(describe("cannot read", what, code)) }
-    }
+    let count = POSIX.retrying { read(descriptor, buffer.baseAddress, buffer.count) }
+    guard count >= 0 else { throw .io(describe("cannot read", what, errno)) }
+    return count
 }
 
 func writeAll(_ descriptor: Int32, _ bytes: UnsafeRawBufferPointer, describing what: String) throws(ArchiveError) {
-    var offset = 0
-    while offset < bytes.count {
-        let count = write(descriptor, bytes.baseAddress! + offset, bytes.count - offset)
-        if count >= 0 {
-            offset += count
-        } else {
-            let code = errno
-            if code != EINTR { throw .io(describe("cannot write", what, code)) }
-        }
-    }
+    let code = POSIX.writeAll(descriptor, bytes)
+    guard code == 0 else { throw .io(describe("cannot write", what, code)) }
 }
 
