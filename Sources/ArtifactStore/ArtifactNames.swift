@@ -1,3 +1,4 @@
+import Core
 import Foundation
 
 /// The patterns every path component must match. Checked on bytes, so nothing
@@ -6,20 +7,9 @@ enum ArtifactNames {
     static let outputFileName = "output.json"
     static let artifactsDirectory = "artifacts"
 
-    /// `^[a-z][a-z0-9-]{1,38}[a-z0-9]$`
-    static func isTenantID(_ value: some StringProtocol) -> Bool {
-        let bytes = Array(value.utf8)
-        guard (3...40).contains(bytes.count), isLower(bytes[0]) else { return false }
-        guard let last = bytes.last, isLower(last) || isDigit(last) else { return false }
-        return bytes.allSatisfy { isLower($0) || isDigit($0) || $0 == UInt8(ascii: "-") }
-    }
+    static func isTenantID(_ value: some StringProtocol) -> Bool { NameRule.tenantID.accepts(value) }
 
-    /// `^[a-z][a-z0-9_-]{0,62}$`
-    static func isStep(_ value: some StringProtocol) -> Bool {
-        let bytes = Array(value.utf8)
-        guard (1...63).contains(bytes.count), isLower(bytes[0]) else { return false }
-        return bytes.allSatisfy { isLower($0) || isDigit($0) || $0 == UInt8(ascii: "_") || $0 == UInt8(ascii: "-") }
-    }
+    static func isStep(_ value: some StringProtocol) -> Bool { StepName.isValid(value) }
 
     /// `^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$` without `..`. A valid name never
     /// starts with '.', so the store's own files (`.tmp-…`, `.sha256-…`) can

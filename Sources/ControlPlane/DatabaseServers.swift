@@ -25,10 +25,7 @@ extension ControlStore {
     public static let defaultServerName = "default"
 
     static func validateServerName(_ name: String) throws(ControlError) {
-        let bytes = Array(name.utf8)
-        guard (1...63).contains(bytes.count), bytes[0] >= 0x61, bytes[0] <= 0x7A,
-            bytes.allSatisfy({ ($0 >= 0x61 && $0 <= 0x7A) || ($0 >= 0x30 && $0 <= 0x39) || $0 == 0x5F || $0 == 0x2D })
-        else { throw .invalid("server name must be 1-63 characters of a-z, 0-9, '_' and '-', starting with a letter") }
+        guard NameRule.serverName.accepts(name) else { throw .invalid("server name must be 1-63 characters of a-z, 0-9, '_' and '-', starting with a letter") }
     }
 
     /// Registers a server. Its admin URL's password is sealed under the master key;

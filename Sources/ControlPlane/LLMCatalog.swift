@@ -88,26 +88,9 @@ public struct ModelResolution: Sendable, Codable, Equatable {
     public var reason: Reason
 }
 
-/// Step names: `^[a-z][a-z0-9_-]{0,62}$`.
-public enum StepName {
-    /// The `step_llm_defaults` row that applies to every step without its own.
-    public static let fallback = "*"
-
-    public static func isValid(_ name: String) -> Bool {
-        let bytes = Array(name.utf8)
-        guard (1...63).contains(bytes.count), bytes[0] >= 0x61, bytes[0] <= 0x7A else { return false }
-        return bytes.allSatisfy {
-            ($0 >= 0x61 && $0 <= 0x7A) || ($0 >= 0x30 && $0 <= 0x39) || $0 == 0x5F || $0 == 0x2D
-        }
-    }
-}
-
 extension ControlStore {
     static func validateProviderID(_ id: String) throws(ControlError) {
-        let bytes = Array(id.utf8)
-        guard (2...32).contains(bytes.count), bytes[0] >= 0x61, bytes[0] <= 0x7A,
-            bytes.allSatisfy({ ($0 >= 0x61 && $0 <= 0x7A) || ($0 >= 0x30 && $0 <= 0x39) || $0 == 0x5F || $0 == 0x2D })
-        else { throw .invalid("provider id must be 2-32 characters of a-z, 0-9, '_' and '-', starting with a letter") }
+        guard NameRule.providerID.accepts(id) else { throw .invalid("provider id must be 2-32 characters of a-z, 0-9, '_' and '-', starting with a letter") }
     }
 
     /// Registers a provider, audited.

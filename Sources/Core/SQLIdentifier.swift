@@ -6,11 +6,7 @@ public struct SQLIdentifier: Hashable, Sendable, CustomStringConvertible {
     public let name: String
 
     public init(_ name: String) throws(SQLIdentifierError) {
-        let bytes = Array(name.utf8)
-        guard (1...63).contains(bytes.count),
-            bytes[0] == 0x5F || (bytes[0] >= 0x61 && bytes[0] <= 0x7A),
-            bytes.allSatisfy({ $0 == 0x5F || ($0 >= 0x61 && $0 <= 0x7A) || ($0 >= 0x30 && $0 <= 0x39) })
-        else { throw SQLIdentifierError(name: name) }
+        guard NameRule.sqlIdentifier.accepts(name) else { throw SQLIdentifierError(name: name) }
         self.name = name
     }
 

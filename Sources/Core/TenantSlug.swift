@@ -35,15 +35,7 @@ public struct TenantSlug: Hashable, Sendable, CustomStringConvertible, Codable {
     public var databaseName: String { "tp_" + String(rawValue.map { $0 == "-" ? "_" : $0 }) }
     public var roleName: String { databaseName }
 
-    static func isWellFormed(_ value: String) -> Bool {
-        let bytes = Array(value.utf8)
-        guard (3...40).contains(bytes.count) else { return false }
-        func isLower(_ b: UInt8) -> Bool { b >= 0x61 && b <= 0x7A }
-        func isDigit(_ b: UInt8) -> Bool { b >= 0x30 && b <= 0x39 }
-        guard isLower(bytes[0]) else { return false }
-        guard let last = bytes.last, isLower(last) || isDigit(last) else { return false }
-        return bytes.allSatisfy { isLower($0) || isDigit($0) || $0 == 0x2D }
-    }
+    static func isWellFormed(_ value: String) -> Bool { NameRule.tenantID.accepts(value) }
 }
 
 public enum SlugError: OperatorError, Equatable {

@@ -1,6 +1,7 @@
+import ArtifactStore
+import Core
 import Foundation
 import HTTPTypes
-import ArtifactStore
 import Hummingbird
 import NIOCore
 import TenantData

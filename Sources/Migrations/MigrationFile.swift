@@ -41,8 +41,7 @@ public struct MigrationFile: Sendable, Hashable {
         let digits = stem[..<underscore]
         let name = stem[stem.index(after: underscore)...]
         guard digits.count >= 3, digits.allSatisfy(\.isASCII), let version = Int(digits), version > 0 else { return nil }
-        guard !name.isEmpty, name.utf8.allSatisfy({ ($0 >= 0x61 && $0 <= 0x7A) || ($0 >= 0x30 && $0 <= 0x39) || $0 == 0x5F })
-        else { return nil }
+        guard NameRule.migrationName.accepts(name) else { return nil }
         return (version, String(name))
     }
 }

@@ -1,3 +1,4 @@
+import Core
 import Foundation
 
 /// A run's per-run settings: model overrides by step, and steps to pause after.

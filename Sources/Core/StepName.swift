@@ -4,12 +4,14 @@ public struct StepName: Hashable, Sendable, Codable, CustomStringConvertible {
     public let rawValue: String
 
     public init?(_ rawValue: String) {
-        let bytes = Array(rawValue.utf8)
-        guard (1...63).contains(bytes.count), (0x61...0x7A).contains(bytes[0]) else { return nil }
-        let allowed = bytes.allSatisfy { (0x61...0x7A).contains($0) || (0x30...0x39).contains($0) || $0 == 0x5F || $0 == 0x2D }
-        guard allowed else { return nil }
+        guard Self.isValid(rawValue) else { return nil }
         self.rawValue = rawValue
     }
+
+    public static func isValid(_ name: some StringProtocol) -> Bool { NameRule.step.accepts(name) }
+
+    /// The `step_llm_defaults` row that applies to every step without its own.
+    public static let fallback = "*"
 
     public init(from decoder: any Decoder) throws {
         let value = try decoder.singleValueContainer().decode(String.self)
