@@ -1,7 +1,3 @@
-// Core: the vocabulary every module shares — operator-facing errors, validated
-// names (tenant slugs, SQL identifiers), PostgreSQL URLs and connection helpers.
-// It knows nothing of tenants' data, the control database or HTTP.
-
 /// An error an operator can act on: one HTTP status, one stable machine code and
 /// one line of text that is safe to print (no secrets, no echoed request ids).
 public protocol OperatorError: Error, CustomStringConvertible, Sendable {

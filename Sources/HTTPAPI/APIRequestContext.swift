@@ -1,6 +1,3 @@
-// HTTPAPI: the HTTP server (Hummingbird 2): health and readiness, the admin API
-// behind the admin token, the tenant API (/v1) behind tenant keys, and metrics.
-// Handlers throw; ErrorMiddleware turns every failure into one JSON error body.
 import Foundation
 import Hummingbird
 

@@ -1,8 +1,3 @@
-// TenantData: one tenant's own database as Swift — runs, their steps and output
-// references, versioned prompts, the audit trail and usage. Every function takes
-// a connection that is already to that tenant's database; nothing here knows
-// which tenant it is, so nothing here can reach another one.
-
 /// Any JSON value, kept as it was sent: run input, token usage, metrics.
 public enum JSONValue: Sendable, Equatable, Codable {
     case null
