@@ -142,18 +142,6 @@ extension ControlStore {
     public func withTenantLockIfFree<Result>(_ slug: TenantSlug, _ body: () async throws -> Result) async throws
         -> Result?
     {
-        let name = "tenant:\(slug.rawValue)"
-        let rows = try await connection.query("SELECT pg_try_advisory_lock(hashtext(\(name)))", logger: logger)
-        guard try await rows.collect().first?.decode(Bool.self) == true else { return nil }
-        do {
-            let result = try await body()
-            try await connection.query("SELECT pg_advisory_unlock(hashtext(\(name)))", logger: logger)
-            return result
-        } catch {
-            if !connection.isClosed {
-                _ = try? await connection.query("SELECT pg_advisory_unlock(hashtext(\(name)))", logger: logger)
-            }
-            throw error
-        }
+        try await connection.withAdvisoryLockIfFree(named: "tenant:\(slug.rawValue)", logger: logger, body)
     }
 }

@@ -53,16 +53,37 @@ public struct LiveConnection: Sendable {
     }
 }
 
+/// Session advisory locks (hashed to a key; scoped to the connection's
+/// database). A connection that dies releases its locks.
 extension LiveConnection {
-    /// Holds the session advisory lock `name` (hashed to a key; locks are
-    /// scoped to the connection's database) while `body` runs, waiting for it
-    /// when another session holds it. A connection that dies releases it.
+    /// Runs `body` holding the session advisory lock `name`, waiting for it
+    /// when another session holds it.
     public func withAdvisoryLock<Result>(
         named name: String,
         logger: Logger,
         _ body: () async throws -> Result
     ) async throws -> Result {
         try await query("SELECT pg_advisory_lock(hashtext(\(name)))", logger: logger)
+        return try await holding(name, logger: logger, body)
+    }
+
+    /// Runs `body` holding the session advisory lock `name` if it is free
+    /// right now; nil (and `body` not run) when another session holds it.
+    public func withAdvisoryLockIfFree<Result>(
+        named name: String,
+        logger: Logger,
+        _ body: () async throws -> Result
+    ) async throws -> Result? {
+        let rows = try await query("SELECT pg_try_advisory_lock(hashtext(\(name)))", logger: logger)
+        guard try await rows.collect().first?.decode(Bool.self) == true else { return nil }
+        return try await holding(name, logger: logger, body)
+    }
+
+    /// Runs `body`, then gives the lock back however it ended (a closed
+    /// connection gave it back already).
+    private func holding<Result>(_ name: String, logger: Logger, _ body: () async throws -> Result) async throws
+        -> Result
+    {
         do {
             let result = try await body()
             try await query("SELECT pg_advisory_unlock(hashtext(\(name)))", logger: logger)
