@@ -105,30 +105,48 @@ public enum RandomToken {
     }
 }
 
-/// The tenant behind an unrevoked key, with what the router needs to reach its
-/// database. The sealed password is opened by the caller, never stored opened.
-public struct APIKeyHolder: Sendable {
-    public var keyID: String
-    public var keyHash: Data
+/// Where a tenant's database is and whether it serves: what the router needs
+/// to reach it. The sealed password is opened by the caller, never stored opened.
+public struct TenantDatabase: Sendable {
     public var tenantID: String
     public var status: TenantStatus
     public var databaseUrl: String
     public var sealedRolePassword: Data?
 }
 
+/// The tenant behind an unrevoked key.
+public struct APIKeyHolder: Sendable {
+    public var keyID: String
+    public var keyHash: Data
+    public var tenant: TenantDatabase
+}
+
 extension ControlStore {
+    static let tenantDatabaseColumns = "t.id, t.status, t.database_url, t.role_password_encrypted"
+
+    static func decodeTenantDatabase(_ columns: (String, String, String, Data?)) -> TenantDatabase {
+        TenantDatabase(
+            tenantID: columns.0, status: TenantStatus(rawValue: columns.1) ?? .failed, databaseUrl: columns.2,
+            sealedRolePassword: columns.3)
+    }
+
     public func apiKeyHolder(digest: Data) async throws -> APIKeyHolder? {
         let rows = try await connection.query(
             """
-            SELECT k.id, k.key_hash, t.id, t.status, t.database_url, t.role_password_encrypted
+            SELECT k.id, k.key_hash, \(unescaped: Self.tenantDatabaseColumns)
             FROM tenant_api_keys k JOIN tenants t ON t.id = k.tenant_id
             WHERE k.key_hash = \(digest) AND k.revoked_at IS NULL
             """,
             logger: logger)
         guard let row = try await rows.collect().first else { return nil }
         let (keyID, hash, tenantID, status, url, sealed) = try row.decode((String, Data, String, String, String, Data?).self)
-        return APIKeyHolder(
-            keyID: keyID, keyHash: hash, tenantID: tenantID, status: TenantStatus(rawValue: status) ?? .failed,
-            databaseUrl: url, sealedRolePassword: sealed)
+        return APIKeyHolder(keyID: keyID, keyHash: hash, tenant: Self.decodeTenantDatabase((tenantID, status, url, sealed)))
+    }
+
+    public func tenantDatabase(_ tenantID: String) async throws -> TenantDatabase? {
+        let rows = try await connection.query(
+            "SELECT \(unescaped: Self.tenantDatabaseColumns) FROM tenants t WHERE t.id = \(tenantID)", logger: logger)
+        guard let row = try await rows.collect().first else { return nil }
+        return Self.decodeTenantDatabase(try row.decode((String, String, String, Data?).self))
     }
 }

@@ -40,14 +40,4 @@ extension ControlStore {
             """,
             logger: logger)
     }
-
-    /// The tenant's database URL (no password) and sealed role password, for
-    /// a process that works on the tenant's behalf without an API key.
-    public func tenantDatabase(_ tenantID: String) async throws -> (status: TenantStatus, databaseUrl: String, sealedPassword: Data?)? {
-        let rows = try await connection.query(
-            "SELECT status, database_url, role_password_encrypted FROM tenants WHERE id = \(tenantID)", logger: logger)
-        guard let row = try await rows.collect().first else { return nil }
-        let (status, url, sealed) = try row.decode((String, String, Data?).self)
-        return (TenantStatus(rawValue: status) ?? .failed, url, sealed)
-    }
 }

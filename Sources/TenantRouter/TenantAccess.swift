@@ -16,6 +16,21 @@ public struct TenantIdentity: Sendable, Equatable {
         self.status = status
         self.database = database
     }
+
+    /// The identity of a tenant that serves (its role password opened), or
+    /// why it does not: the one rule for the key resolver and the run engine.
+    init(serving tenant: TenantDatabase, keyID: String, secrets: SecretBox) throws(TenantAccessError) {
+        switch tenant.status {
+        case .active: break
+        case .suspended: throw .suspended
+        default: throw .notServing(tenant.status)
+        }
+        guard let sealed = tenant.sealedRolePassword else { throw .notServing(tenant.status) }
+        guard let url = try? PostgresURL(tenant.databaseUrl) else { throw .databaseUnavailable }
+        guard let password = try? secrets.open(sealed, owner: tenant.tenantID) else { throw .databaseUnavailable }
+        self.init(
+            tenantID: tenant.tenantID, keyID: keyID, status: .active, database: url.with(user: url.user, password: password))
+    }
 }
 
 /// Why a tenant request cannot be served. None of them names another tenant or

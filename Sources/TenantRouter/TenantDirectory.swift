@@ -17,23 +17,13 @@ public struct TenantDirectory: Sendable {
 
     /// The tenant's identity while it is active; `notServing`/`suspended` otherwise.
     public func identity(of tenantID: String, actor: String) async throws -> TenantIdentity {
-        let found: (status: TenantStatus, databaseUrl: String, sealedPassword: Data?)?
+        let found: TenantDatabase?
         do {
             found = try await control.run { try await $0.tenantDatabase(tenantID) }
         } catch {
             throw TenantAccessError.controlUnavailable
         }
         guard let found else { throw TenantAccessError.notServing(.deleted) }
-        switch found.status {
-        case .active: break
-        case .suspended: throw TenantAccessError.suspended
-        default: throw TenantAccessError.notServing(found.status)
-        }
-        guard let sealed = found.sealedPassword, let url = try? PostgresURL(found.databaseUrl) else {
-            throw TenantAccessError.notServing(found.status)
-        }
-        let password = try secrets.open(sealed, owner: tenantID)
-        return TenantIdentity(
-            tenantID: tenantID, keyID: actor, status: .active, database: url.with(user: url.user, password: password))
+        return try TenantIdentity(serving: found, keyID: actor, secrets: secrets)
     }
 }

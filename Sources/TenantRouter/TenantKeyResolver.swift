@@ -70,25 +70,14 @@ public final class TenantKeyResolver: Sendable {
         // The row was found by its hash; comparing again in constant time keeps
         // the decision itself independent of where two digests differ.
         guard let holder, ConstantTime.equal(holder.keyHash, digest) else { return (nil, .failure(.unknownKey)) }
-        switch holder.status {
-        case .active: break
-        case .suspended: return (holder.tenantID, .failure(.suspended))
-        default: return (holder.tenantID, .failure(.notServing(holder.status)))
+        let tenantID = holder.tenant.tenantID
+        do throws(TenantAccessError) {
+            return (tenantID, .success(try TenantIdentity(serving: holder.tenant, keyID: holder.keyID, secrets: secrets)))
+        } catch {
+            if error == .databaseUnavailable {
+                logger.error("tenant has an unreadable database_url or role password", metadata: ["tenant": "\(tenantID)"])
+            }
+            return (tenantID, .failure(error))
         }
-        guard let sealed = holder.sealedRolePassword else {
-            return (holder.tenantID, .failure(.notServing(holder.status)))
-        }
-        let password = try secrets.open(sealed, owner: holder.tenantID)
-        guard let database = try? PostgresURL(holder.databaseUrl) else {
-            logger.error("tenant has an unreadable database_url", metadata: ["tenant": "\(holder.tenantID)"])
-            return (holder.tenantID, .failure(.databaseUnavailable))
-        }
-        return (
-            holder.tenantID,
-            .success(
-                TenantIdentity(
-                    tenantID: holder.tenantID, keyID: holder.keyID, status: holder.status,
-                    database: database.with(user: database.user, password: password)))
-        )
     }
 }
