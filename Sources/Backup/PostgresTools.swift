@@ -1,11 +1,13 @@
 import Core
-import Dispatch
 import Foundation
+import Subprocess
+import SystemPackage
 
 /// The real `pg_dump` and `pg_restore` (not Debian's wrappers on PATH, which
 /// pick a version by guessing and add a Perl start-up to every call), run as
-/// child processes, always logged in as the tenant. Passwords travel in the child's environment (PGPASSWORD),
-/// never on its command line, where `ps` would show them.
+/// child processes (swift-subprocess), always logged in as the tenant.
+/// Passwords travel in the child's environment (PGPASSWORD), never on its
+/// command line, where `ps` would show them.
 public struct PostgresTools: Sendable {
     public let binDirectory: String
 
@@ -49,45 +51,43 @@ public struct PostgresTools: Sendable {
             login)
     }
 
+    /// Runs the tool to its end. A cancelled caller (a shutdown, an
+    /// abandoned job) stops it: SIGTERM, then SIGKILL after five seconds.
+    /// Only the last lines of its standard error are kept, each bounded.
     private func run(_ tool: String, _ arguments: [String], _ login: TenantLogin) async throws {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "\(binDirectory)/\(tool)")
-        process.arguments = arguments
-        var environment = ["PGAPPNAME": "tenantplane", "PGCONNECT_TIMEOUT": "10", "LC_ALL": "C"]
+        var environment: [Environment.Key: String] = ["PGAPPNAME": "tenantplane", "PGCONNECT_TIMEOUT": "10", "LC_ALL": "C"]
         environment["PATH"] = ProcessInfo.processInfo.environment["PATH"]
         environment["PGPASSWORD"] = login.url.password
         // The pinned settings win over any the tenant's database sets for itself.
         environment["PGOPTIONS"] = TenantLogin.startupOptions()
-        process.environment = environment
-        process.standardInput = FileHandle.nullDevice
-        process.standardOutput = FileHandle.nullDevice
-        let stderr = Pipe()
-        process.standardError = stderr
-        let (exits, exited) = AsyncStream.makeStream(of: Int32.self, bufferingPolicy: .bufferingNewest(1))
-        process.terminationHandler = { exited.yield($0.terminationStatus) }
+        var options = PlatformOptions()
+        options.teardownSequence = [.gracefulShutDown(allowedDurationToNextStep: .seconds(5))]
+        let result: ExecutionResult<[String], DiscardedOutput, SequenceOutput>
         do {
-            try process.run()
-        } catch {
-            throw BackupError.toolMissing("cannot start \(tool): \(error.localizedDescription)")
+            result = try await Subprocess.run(
+                .path(FilePath("\(binDirectory)/\(tool)")), arguments: Arguments(arguments),
+                environment: .custom(environment), platformOptions: options, input: .none, output: .discarded,
+                error: .sequence
+            ) { execution in
+                var tail: [String] = []
+                for try await line in execution.standardError.strings(bufferingPolicy: .maxLineLength(1024)) {
+                    tail.append(line)
+                    if tail.count > 3 { tail.removeFirst() }
+                }
+                return tail
+            }
+        } catch let error as SubprocessError {
+            throw BackupError.toolMissing("cannot start \(tool): \(error)")
         }
-        // The pipe is drained and the exit awaited on Dispatch threads: the
-        // cooperative pool must not block on a child for seconds.
-        let errorOutput = await Self.readToEnd(stderr.fileHandleForReading)
-        var status: Int32 = -1
-        for await code in exits {
-            status = code
-            break
-        }
-        let text = String(decoding: errorOutput, as: UTF8.self)
-        guard status == 0 else {
-            let lines = text.split(whereSeparator: \.isNewline).suffix(3).joined(separator: " | ")
+        try Task.checkCancellation()
+        guard result.terminationStatus.isSuccess else {
+            let status: Int32 =
+                switch result.terminationStatus {
+                case .exited(let code): code
+                case .signaled(let signal): -signal
+                }
+            let lines = result.closureResult.map { $0.trimmingCharacters(in: .newlines) }.joined(separator: " | ")
             throw BackupError.toolFailed(tool: tool, status: status, stderr: String(lines.prefix(600)))
-        }
-    }
-
-    private static func readToEnd(_ handle: FileHandle) async -> Data {
-        await withCheckedContinuation { continuation in
-            DispatchQueue.global().async { continuation.resume(returning: handle.readDataToEndOfFile()) }
         }
     }
 

@@ -1,3 +1,6 @@
+import Backup
+import Config
+import ControlPlane
 import Core
 import Foundation
 import HTTPTypes
@@ -418,6 +421,59 @@ struct SuspendedTenantTests {
                 try TestCluster.adminURL.with(database: try TenantSlug(slug).databaseName),
                 "SELECT count(*)::int FROM information_schema.columns WHERE table_name = 'runs' AND column_name = 'asleep'")
             #expect(try columns.first?.decode(Int.self) == 1)
+        }
+    }
+}
+
+@Suite("Child processes stop with the task that started them")
+struct ChildProcessTests {
+    /// The `pg_dump` processes whose command line names `database`.
+    static func dumps(of database: String) -> [String] {
+        let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
+        return entries.filter { $0.allSatisfy(\.isNumber) }.filter { pid in
+            guard let data = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline") else { return false }
+            let line = String(decoding: data.map { $0 == 0 ? 0x20 : $0 }, as: UTF8.self)
+            return line.contains("pg_dump") && line.contains(database)
+        }
+    }
+
+    @Test func aCancelledExportStopsItsPgDumpAndLeavesNoArchive() async throws {
+        try await ProvisioningFixture.with { fixture in
+            let slug = ProvisioningFixture.slug("cancel")
+            try #require(try await fixture.cli.run("tenant", "create", slug, "--name", slug).exitCode == 0)
+            // Enough rows that the dump takes a while.
+            _ = try await TestCluster.query(
+                try await fixture.tenantURL(slug),
+                """
+                INSERT INTO runs (status, config)
+                SELECT 'pending', jsonb_build_object('pad', md5(g::text) || repeat(md5((g * 7)::text), 30))
+                FROM generate_series(1, 150000) g
+                """)
+            var environment = fixture.cli.environment
+            environment["TENANTPLANE_CONFIG_FILE"] = "/dev/null"
+            let settings = try Settings.load(environment: environment, workingDirectory: NSTemporaryDirectory())
+            let context = try BackupContext(settings: settings, logger: TestCluster.logger)
+            let out = FileManager.default.temporaryDirectory.appendingPathComponent("tp-cancel-\(UUID().uuidString).tar")
+            let database = try TenantSlug(slug).databaseName
+
+            let outcome = try await withThrowingTaskGroup(of: String.self) { group in
+                group.addTask {
+                    do {
+                        _ = try await TenantExporter(context: context).export(
+                            try TenantSlug(slug), to: out.path, actor: ControlPlane.Actor("test"))
+                        return "finished"
+                    } catch {
+                        return "failed"
+                    }
+                }
+                let started = try await TenantAPIFixture.poll(within: .seconds(30)) { !Self.dumps(of: database).isEmpty }
+                group.cancelAll()
+                let result = try await group.next() ?? ""
+                return started ? result : "pg_dump never seen"
+            }
+            #expect(outcome == "failed")
+            #expect(try await TenantAPIFixture.poll(within: .seconds(10)) { Self.dumps(of: database).isEmpty })
+            #expect(!FileManager.default.fileExists(atPath: out.path))
         }
     }
 }
