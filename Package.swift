@@ -32,6 +32,7 @@ let package = Package(
             name: "Core",
             dependencies: [
                 .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -59,7 +60,6 @@ let package = Package(
             name: "ControlPlane",
             dependencies: [
                 "Core",
-                "Config",
                 "Migrations",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "Crypto", package: "swift-crypto"),
@@ -72,7 +72,6 @@ let package = Package(
             dependencies: [
                 "Core",
                 "ArtifactStore",
-                "Config",
                 "Migrations",
                 "ControlPlane",
                 .product(name: "Crypto", package: "swift-crypto"),
@@ -86,7 +85,6 @@ let package = Package(
             name: "Fleet",
             dependencies: [
                 "Core",
-                "Config",
                 "Migrations",
                 "ControlPlane",
                 "Provisioner",
@@ -144,7 +142,6 @@ let package = Package(
             name: "RunEngine",
             dependencies: [
                 "Core",
-                "Config",
                 "ControlPlane",
                 "TenantData",
                 "TenantRouter",
@@ -172,7 +169,6 @@ let package = Package(
                 .product(name: "Subprocess", package: "swift-subprocess"),
                 .product(name: "SystemPackage", package: "swift-system"),
                 "ArtifactStore",
-                "Config",
                 "Migrations",
                 "ControlPlane",
                 "Provisioner",
@@ -214,6 +210,7 @@ let package = Package(
                 "ArtifactStore",
                 "TenantRouter",
                 "RunEngine",
+                "Fleet",
                 "Backup",
                 "HTTPAPI",
                 .product(name: "Prometheus", package: "swift-prometheus"),

@@ -1,5 +1,4 @@
 import Core
-import Config
 import Crypto
 import Foundation
 

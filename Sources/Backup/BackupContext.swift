@@ -1,4 +1,3 @@
-import Config
 import ControlPlane
 import Core
 import Foundation
@@ -7,7 +6,7 @@ import Migrations
 import PostgresNIO
 import Provisioner
 
-/// What every backup operation needs, read once from the settings.
+/// What every backup operation needs, built once.
 public struct BackupContext: Sendable {
     public let controlURL: PostgresURL
     public let secrets: SecretBox
@@ -23,15 +22,37 @@ public struct BackupContext: Sendable {
     /// The server's control pool; the CLI opens a connection per operation.
     let controlPool: PostgresClient?
 
-    public init(settings: Settings, logger: Logger, controlPool: PostgresClient? = nil) throws {
-        controlURL = try settings.requireControlURL()
-        let masterKey = try settings.requireMasterKey()
-        secrets = SecretBox(masterKey: masterKey)
-        signer = ArchiveSigner(masterKey: masterKey)
-        migrations = try MigrationSet(directory: settings.tenantMigrationsDirectory)
-        storageRoot = settings.storageRoot
-        postgresBinDirectory = settings.postgresBinDirectory
-        faultAfterMovePhase = settings.faultAfterMovePhase.flatMap(MovePhase.init(rawValue:))
+    /// What backup work needs, and nothing else (the edge reads it from the settings).
+    public struct Configuration: Sendable {
+        public var controlURL: PostgresURL
+        public var masterKey: MasterKey
+        /// The tenant migrations, loaded once by the caller.
+        public var migrations: MigrationSet
+        public var storageRoot: String
+        public var postgresBinDirectory: String?
+        public var faultAfterMovePhase: String?
+
+        public init(
+            controlURL: PostgresURL, masterKey: MasterKey, migrations: MigrationSet, storageRoot: String,
+            postgresBinDirectory: String?, faultAfterMovePhase: String?
+        ) {
+            self.controlURL = controlURL
+            self.masterKey = masterKey
+            self.migrations = migrations
+            self.storageRoot = storageRoot
+            self.postgresBinDirectory = postgresBinDirectory
+            self.faultAfterMovePhase = faultAfterMovePhase
+        }
+    }
+
+    public init(configuration: Configuration, logger: Logger, controlPool: PostgresClient? = nil) {
+        controlURL = configuration.controlURL
+        secrets = SecretBox(masterKey: configuration.masterKey)
+        signer = ArchiveSigner(masterKey: configuration.masterKey)
+        migrations = configuration.migrations
+        storageRoot = configuration.storageRoot
+        postgresBinDirectory = configuration.postgresBinDirectory
+        faultAfterMovePhase = configuration.faultAfterMovePhase.flatMap(MovePhase.init(rawValue:))
         self.logger = logger
         self.controlPool = controlPool
     }

@@ -3,6 +3,7 @@ import Backup
 import ControlPlane
 import Core
 import Foundation
+import Runtime
 
 extension Tenantplane.Tenant {
     struct Export: AsyncParsableCommand {

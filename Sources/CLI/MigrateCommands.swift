@@ -5,6 +5,7 @@ import Core
 import Fleet
 import Foundation
 import Migrations
+import Runtime
 import Synchronization
 
 extension Tenantplane {

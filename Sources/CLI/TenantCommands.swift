@@ -4,6 +4,7 @@ import ControlPlane
 import Core
 import Foundation
 import Provisioner
+import Runtime
 
 extension Tenantplane {
     struct Tenant: AsyncParsableCommand {

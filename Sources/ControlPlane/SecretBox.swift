@@ -1,4 +1,3 @@
-import Config
 import Core
 import Crypto
 import Foundation

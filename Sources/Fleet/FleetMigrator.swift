@@ -1,4 +1,3 @@
-import Config
 import ControlPlane
 import Core
 import Foundation
@@ -22,11 +21,15 @@ public struct FleetMigrator: Sendable {
     let provisioner: Provisioner?
     let logger: Logger
 
-    public init(settings: Settings, logger: Logger) throws {
-        controlURL = try settings.requireControlURL()
-        secrets = settings.masterKey.map(SecretBox.init(masterKey:))
-        migrations = try MigrationSet(directory: settings.tenantMigrationsDirectory)
-        provisioner = settings.masterKey == nil ? nil : try Provisioner(settings: settings, logger: logger)
+    /// `provisioner`, when given (a master key is configured), refreshes each
+    /// server's template; `secrets` open the tenants' role passwords.
+    public init(
+        controlURL: PostgresURL, secrets: SecretBox?, migrations: MigrationSet, provisioner: Provisioner?, logger: Logger
+    ) {
+        self.controlURL = controlURL
+        self.secrets = secrets
+        self.migrations = migrations
+        self.provisioner = provisioner
         self.logger = logger
     }
 

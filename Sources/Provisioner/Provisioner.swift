@@ -2,7 +2,6 @@
 // tenants — the tenant's login role, its database (copied from the server's
 // template), its schema, its storage directory — as resumable, idempotent
 // steps recorded in the control database.
-import Config
 import ControlPlane
 import Core
 import Foundation
@@ -30,15 +29,40 @@ public struct Provisioner: Sendable {
     /// control connection (the CLI).
     let controlPool: PostgresClient?
 
-    public init(settings: Settings, logger: Logger, controlPool: PostgresClient? = nil) throws {
+    /// What the provisioner needs, and nothing else (the edge reads it from the settings).
+    public struct Configuration: Sendable {
+        public var controlURL: PostgresURL
+        public var masterKey: MasterKey
+        /// The tenant migrations, loaded once by the caller.
+        public var migrations: MigrationSet
+        public var storageRoot: String
+        public var deleteGrace: Duration
+        public var templateDatabase: String?
+        public var faultAfterStep: String?
+
+        public init(
+            controlURL: PostgresURL, masterKey: MasterKey, migrations: MigrationSet, storageRoot: String,
+            deleteGrace: Duration, templateDatabase: String?, faultAfterStep: String?
+        ) {
+            self.controlURL = controlURL
+            self.masterKey = masterKey
+            self.migrations = migrations
+            self.storageRoot = storageRoot
+            self.deleteGrace = deleteGrace
+            self.templateDatabase = templateDatabase
+            self.faultAfterStep = faultAfterStep
+        }
+    }
+
+    public init(configuration: Configuration, logger: Logger, controlPool: PostgresClient? = nil) throws {
         self.controlPool = controlPool
-        controlURL = try settings.requireControlURL()
-        secrets = SecretBox(masterKey: try settings.requireMasterKey())
-        migrations = try MigrationSet(directory: settings.tenantMigrationsDirectory)
-        storageRoot = settings.storageRoot
-        deleteGrace = settings.deleteGrace
-        templateDatabase = try SQLIdentifier(settings.templateDatabase ?? TemplateDatabase.defaultName)
-        faultAfterStep = settings.faultAfterStep.flatMap(ProvisioningStep.init(rawValue:))
+        controlURL = configuration.controlURL
+        secrets = SecretBox(masterKey: configuration.masterKey)
+        migrations = configuration.migrations
+        storageRoot = configuration.storageRoot
+        deleteGrace = configuration.deleteGrace
+        templateDatabase = try SQLIdentifier(configuration.templateDatabase ?? TemplateDatabase.defaultName)
+        faultAfterStep = configuration.faultAfterStep.flatMap(ProvisioningStep.init(rawValue:))
         self.logger = logger
     }
 

@@ -1,5 +1,4 @@
 import ArtifactStore
-import Config
 import ControlPlane
 import LLMProviders
 import Logging
@@ -25,23 +24,13 @@ extension RunWorker {
     /// The workers of a process and the provider gateway they share, in the
     /// order a service group should start them (and stop them in reverse).
     public static func services(
-        options: Options, settings: Settings, control: ControlPool, secrets: SecretBox, pools: TenantPools,
-        store: ArtifactStore, logger: Logger
+        options: Options, control: ControlPool, secrets: SecretBox, pools: TenantPools, store: ArtifactStore,
+        logger: Logger
     ) -> [any Service] {
-        let gateway = LLMGateway(policy: RetryPolicy(maxRetries: settings.providerRetries), logger: logger)
+        let gateway = LLMGateway(policy: RetryPolicy(maxRetries: options.providerRetries), logger: logger)
         let worker = RunWorker(
             options: options, control: control, directory: TenantDirectory(control: control, secrets: secrets),
             pools: pools, store: store, gateway: gateway, logger: logger)
         return [GatewayService(gateway: gateway), worker]
-    }
-}
-
-extension RunWorker.Options {
-    /// The worker's options as the process is configured.
-    public init(settings: Settings, concurrency: Int? = nil) {
-        self.init(
-            concurrency: concurrency ?? settings.workers, lease: settings.runLease, poll: settings.workerPoll,
-            providerTimeout: settings.providerTimeout, providerRetries: settings.providerRetries,
-            providerKey: { settings.providerKey(for: $0) })
     }
 }

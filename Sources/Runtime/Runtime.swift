@@ -32,6 +32,9 @@ public struct Runtime: Sendable {
     let registry: PrometheusCollectorRegistry
     let pools: TenantPools
     let store: ArtifactStore
+    /// Loaded once for every component that applies or checks them.
+    let tenantMigrations: MigrationSet
+    let controlSchemaVersion: Int
 
     public init(settings: Settings, logger: Logger) throws {
         self.settings = settings
@@ -47,6 +50,8 @@ public struct Runtime: Sendable {
             limits: .init(budget: settings.connectionBudget, perTenant: settings.tenantPoolSize, wait: settings.poolWait),
             metrics: RouterMetrics(registry: registry), logger: logger)
         store = ArtifactStore(root: settings.storageRoot, logger: logger)
+        tenantMigrations = try MigrationSet(directory: settings.tenantMigrationsDirectory)
+        controlSchemaVersion = try MigrationSet(directory: settings.controlMigrationsDirectory).latestVersion
     }
 
     /// The HTTP server and everything it runs: one `Application` whose
@@ -75,22 +80,24 @@ public struct Runtime: Sendable {
 
     private func workers(_ options: RunWorker.Options) -> [any Service] {
         RunWorker.services(
-            options: options, settings: settings, control: control, secrets: secrets, pools: pools, store: store,
-            logger: logger)
+            options: options, control: control, secrets: secrets, pools: pools, store: store, logger: logger)
     }
 
     /// The router and the services behind it. The run workers (and the
     /// provider gateway's HTTP client, which must be shut down once made) only
     /// when the application is going to run.
     private func build(withWorkers: Bool) throws -> (router: Router<APIRequestContext>, services: [any Service]) {
-        let provisioner = try Provisioner(settings: settings, logger: logger, controlPool: controlClient)
+        let provisioner = try Provisioner(
+            configuration: try .init(settings: settings, migrations: tenantMigrations), logger: logger,
+            controlPool: controlClient)
         // Exports and moves hold their control connection (and the tenant's
         // lock on it) for minutes: their own, never the pool requests need.
-        let backup = try BackupContext(settings: settings, logger: logger, controlPool: nil)
+        let backup = BackupContext(
+            configuration: try .init(settings: settings, migrations: tenantMigrations), logger: logger, controlPool: nil)
         let (router, apiServices) = try APIRouter.make(
             APIDependencies(
                 adminToken: try settings.requireAdminToken(), controlURL: controlURL, control: control, secrets: secrets,
-                controlSchemaVersion: try MigrationSet(directory: settings.controlMigrationsDirectory).latestVersion,
+                controlSchemaVersion: controlSchemaVersion,
                 registry: registry, pools: pools, store: store,
                 resolver: TenantKeyResolver(control: control, secrets: secrets, logger: logger),
                 provisioner: provisioner, backup: backup, uploadLimit: settings.maxUploadBytes,

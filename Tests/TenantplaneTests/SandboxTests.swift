@@ -7,6 +7,7 @@ import HTTPTypes
 import Hummingbird
 import HummingbirdTesting
 import PostgresNIO
+import Runtime
 import Testing
 
 /// What a hostile tenant could have gained on a cluster, read as its superuser.

@@ -1,5 +1,6 @@
-import Core
-
+/// A setting a component needs and did not get, or got wrong; raised where the
+/// value is needed (so it lives here, below every component), named by the
+/// environment variable an operator sets.
 public enum ConfigurationError: OperatorError, Equatable {
     public enum Setting: Sendable, Equatable {
         case controlURL, masterKey, adminToken
