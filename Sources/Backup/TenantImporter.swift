@@ -137,8 +137,7 @@ public struct TenantImporter: Sendable {
     static func place(_ requested: String?, store: ControlStore) async throws -> String {
         guard let requested else { return try await store.pickServer().name }
         let server = try await store.server(named: requested)
-        guard server.isActive else { throw ControlError.conflict("database server \(server.name) is not active") }
-        guard server.freeCapacity > 0 else { throw ControlError.conflict("database server \(server.name) is full") }
+        try server.requireRoomForATenant()
         return server.name
     }
 

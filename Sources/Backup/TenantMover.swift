@@ -96,8 +96,7 @@ public struct TenantMover: Sendable {
         }
         guard from != target else { throw ControlError.conflict("tenant \(slug) is already on server \(target)") }
         let targetServer = try await store.server(named: target)
-        guard targetServer.isActive else { throw ControlError.conflict("database server \(target) is not active") }
-        guard targetServer.freeCapacity > 0 else { throw ControlError.conflict("database server \(target) is full") }
+        try targetServer.requireRoomForATenant()
         let names = try TenantNames(slug)
         let sourceAdmin = try await context.adminURL(of: from, store: store)
         let targetAdmin = try await context.adminURL(of: target, store: store)

@@ -77,7 +77,7 @@ extension ControlStore {
             case .active, .suspended:
                 throw ControlError.alreadyExists("tenant \(slug) already exists")
             case .deleting:
-                throw ControlError.conflict("tenant \(slug) is being deleted; finish that first (tenant delete)")
+                throw ControlError.tenantBeingDeleted("tenant \(slug) is being deleted; finish that first (tenant delete)")
             case .provisioning, .failed:
                 try await connection.query(
                     """
@@ -184,7 +184,7 @@ extension ControlStore {
     public func pickServer() async throws -> DatabaseServer {
         let candidates = try await servers().filter { $0.isActive && $0.freeCapacity > 0 }
         guard let best = candidates.max(by: { $0.freeCapacity < $1.freeCapacity }) else {
-            throw ControlError.conflict("every active database server is full (add one: tenantplane server add)")
+            throw ControlError.serverFull("every active database server is full (add one: tenantplane server add)")
         }
         return best
     }

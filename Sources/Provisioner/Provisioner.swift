@@ -114,14 +114,14 @@ public struct Provisioner: Sendable {
             throw ControlError.alreadyExists("tenant \(slug) already exists")
         }
         if let existing, existing.status == .deleting {
-            throw ControlError.alreadyExists(
+            throw ControlError.tenantBeingDeleted(
                 "tenant \(slug) already exists and is being deleted: undelete it (tenant undelete), or purge it first "
                     + "(tenant delete \(slug) --confirm \(slug) --purge-now)")
         }
         // Its database may hold half a restore: taking it over would activate a
         // tenant with part of its data.
         if let existing, existing.status == .provisioning, existing.provisioningStep == Self.importingStep {
-            throw ControlError.conflict(
+            throw ControlError.importInterrupted(
                 "tenant \(slug) has an import that was cut short: run tenant import again, or let the server's "
                     + "reconciler drop it (within a minute) and then create it")
         }
@@ -130,8 +130,7 @@ public struct Provisioner: Sendable {
             server = try await store.server(named: placed)
         } else if let requestedServer {
             server = try await store.server(named: requestedServer)
-            guard server.isActive else { throw ControlError.conflict("database server \(server.name) is not active") }
-            guard server.freeCapacity > 0 else { throw ControlError.conflict("database server \(server.name) is full") }
+            try server.requireRoomForATenant()
         } else {
             server = try await store.pickServer()
         }
