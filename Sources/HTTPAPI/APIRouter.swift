@@ -98,11 +98,9 @@ struct ControlAccess: Sendable {
     let controlURL: PostgresURL
     let secrets: SecretBox
 
+    /// An unavailable control database is `control_unavailable` (503), on
+    /// every route alike.
     func run<Result: Sendable>(_ body: @escaping @Sendable (ControlStore) async throws -> Result) async throws -> Result {
-        do {
-            return try await pool.run(body)
-        } catch let error as ControlUnavailable {
-            throw APIError.unavailable(error.message)
-        }
+        try await pool.run(body)
     }
 }

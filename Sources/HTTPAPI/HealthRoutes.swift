@@ -27,7 +27,7 @@ struct HealthRoutes {
                     }
                 }
             } catch {
-                throw APIError.unavailable("the control database is unreachable")
+                throw ControlUnavailable()
             }
             guard version >= controlSchemaVersion else {
                 throw APIError.unavailable(

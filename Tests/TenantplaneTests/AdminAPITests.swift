@@ -42,7 +42,7 @@ struct AdminAPITests {
             try await client.execute(uri: "/healthz", method: .get) { #expect($0.status == .ok) }
             try await client.execute(uri: "/readyz", method: .get) { response in
                 #expect(response.status == .serviceUnavailable)
-                #expect(response.errorCode == "unavailable")
+                #expect(response.errorCode == "control_unavailable")
                 #expect(response.headers[.retryAfter] != nil)
             }
         }
