@@ -176,17 +176,6 @@ private func sessionDefaults(_ url: PostgresURL, slug: String) async throws -> I
     ).first?.decode(Int.self) ?? -1
 }
 
-private func workDirectory() throws -> URL {
-    let url = FileManager.default.temporaryDirectory.appendingPathComponent("tp-sandbox-\(UUID().uuidString)")
-    try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
-    return url
-}
-
-private func tar(_ arguments: [String]) async throws {
-    let result = try await CLIRunner.runProcess(URL(fileURLWithPath: "/usr/bin/env"), ["tar"] + arguments, environment: nil)
-    guard result.exitCode == 0 else { throw SetupError("tar \(arguments.joined(separator: " ")) failed: \(result.stderr)") }
-}
-
 @Suite("Tenant sandbox: SQL from a tenant database never runs with the admin's rights")
 struct SandboxTests {
     @Test func aHostileTenantGainsNothingAtRestoreFixUpsMigrationExportOrMove() async throws {
@@ -208,7 +197,7 @@ struct SandboxTests {
             let control = try await controlSnapshot(fixture.controlURL)
             let copy = ProvisioningFixture.slug("hostile-copy")
             let roles = [try TenantSlug(seeded.slug).roleName, try TenantSlug(copy).roleName]
-            let work = try workDirectory()
+            let work = try temporaryDirectory()
             defer { try? FileManager.default.removeItem(at: work) }
 
             try await fixture.cleaningSecondCluster([copy]) {
@@ -279,7 +268,7 @@ struct SandboxTests {
                         """))
             _ = try await TestCluster.query(
                 database, PostgresQuery(unsafeSQL: "CREATE EVENT TRIGGER evil_\(tag) ON ddl_command_end EXECUTE FUNCTION public.tp_su()"))
-            let work = try workDirectory()
+            let work = try temporaryDirectory()
             defer { try? FileManager.default.removeItem(at: work) }
             let archive = work.appendingPathComponent("su.tar").path
             let exported = try await fixture.cli.run("tenant", "export", slug, "--out", archive)
@@ -342,7 +331,7 @@ struct SandboxTests {
             let path = pattern.replacingOccurrences(of: "OTHER", with: victim.slug)
             let seeded = try await SeededTenant.make(api, prefix: "pointer")
             let url = try await fixture.tenantURL(seeded.slug)
-            let work = try workDirectory()
+            let work = try temporaryDirectory()
             defer { try? FileManager.default.removeItem(at: work) }
 
             let archive = work.appendingPathComponent("pointer.tar").path
