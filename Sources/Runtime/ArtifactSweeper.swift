@@ -24,17 +24,12 @@ struct ArtifactSweeper: Service {
     var interval: Duration = .seconds(3600)
 
     func run() async throws {
-        while !Task.isShuttingDownGracefully {
-            do {
-                let removed = try await cancelWhenGracefulShutdown { try await sweepAll() }
-                if removed > 0 { logger.notice("swept unreferenced files", metadata: ["files": "\(removed)"]) }
-            } catch is CancellationError {
-                break
-            } catch {
-                logger.error("could not sweep the artifact store", metadata: ["error": "\(OperatorFailure(error).message)"])
+        await Periodic(interval: interval, logger: logger).run([
+            .init(failure: "could not sweep the artifact store") {
+                let removed = try await sweepAll()
+                return removed > 0 ? "swept \(removed) unreferenced files" : nil
             }
-            try? await cancelWhenGracefulShutdown { try await Task.sleep(for: interval) }
-        }
+        ])
     }
 
     func sweepAll() async throws -> Int {

@@ -17,28 +17,22 @@ struct BackupReconciler: Service {
     var interval: Duration = .seconds(60)
 
     func run() async throws {
-        while !Task.isShuttingDownGracefully {
-            do {
-                let abandoned = try await cancelWhenGracefulShutdown {
-                    try await control.run { try await $0.failAbandonedJobs(silentFor: AdminJobRunner.abandonedAfter) }
+        let control = self.control
+        let mover = self.mover
+        let importer = self.importer
+        await Periodic(interval: interval, logger: logger).run([
+            .init(failure: "could not look for abandoned admin jobs") {
+                let abandoned = try await control.run {
+                    try await $0.failAbandonedJobs(silentFor: AdminJobRunner.abandonedAfter)
                 }
-                if abandoned > 0 { logger.notice("admin jobs of a stopped server marked failed", metadata: ["jobs": "\(abandoned)"]) }
-            } catch is CancellationError {
-                return
-            } catch {
-                logger.error("could not look for abandoned admin jobs", metadata: ["error": "\(OperatorFailure(error).message)"])
-            }
-            do {
-                let recovered = try await cancelWhenGracefulShutdown {
-                    try await mover.recoverAbandoned() + importer.abandonInterrupted().map { "\($0): interrupted import dropped" }
-                }
-                if !recovered.isEmpty { logger.notice("recovered interrupted backup work", metadata: ["what": "\(recovered)"]) }
-            } catch is CancellationError {
-                return
-            } catch {
-                logger.warning("could not look for interrupted moves", metadata: ["error": "\(OperatorFailure(error).message)"])
-            }
-            try? await cancelWhenGracefulShutdown { try await Task.sleep(for: interval) }
-        }
+                return abandoned > 0 ? "admin jobs of a stopped server marked failed: \(abandoned)" : nil
+            },
+            .init(failure: "could not look for interrupted moves, fences and imports") {
+                let recovered =
+                    try await mover.recoverAbandoned()
+                    + importer.abandonInterrupted().map { "\($0): interrupted import dropped" }
+                return recovered.isEmpty ? nil : "recovered interrupted backup work: \(recovered)"
+            },
+        ])
     }
 }

@@ -28,16 +28,11 @@ struct ProvisioningReconciler: Service {
         } catch {
             logger.error("could not look for interrupted provisioning", metadata: ["error": "\(OperatorFailure(error).message)"])
         }
-        while !Task.isShuttingDownGracefully {
-            do {
-                let done = try await cancelWhenGracefulShutdown { try await provisioner.reconcileDeletions(actor: actor) }
-                if !done.isEmpty { logger.notice("deletions reconciled", metadata: ["tenants": "\(done)"]) }
-            } catch is CancellationError {
-                break
-            } catch {
-                logger.error("could not reconcile deletions", metadata: ["error": "\(OperatorFailure(error).message)"])
+        await Periodic(interval: interval, logger: logger).run([
+            .init(failure: "could not reconcile deletions") {
+                let done = try await provisioner.reconcileDeletions(actor: actor)
+                return done.isEmpty ? nil : "deletions reconciled: \(done)"
             }
-            try? await cancelWhenGracefulShutdown { try await Task.sleep(for: interval) }
-        }
+        ])
     }
 }
