@@ -1,6 +1,7 @@
 import ArgumentParser
 import Config
 import ControlPlane
+import Core
 
 extension Tenantplane {
     struct LLM: AsyncParsableCommand {

@@ -13,10 +13,6 @@ public enum ModelClass: String, Sendable, Codable, CaseIterable {
     }
 }
 
-public enum ProviderStyle: String, Sendable, Codable, CaseIterable {
-    case openai, anthropic, gemini, local
-}
-
 /// What `llm provider update` changes; nil leaves a field as it is.
 public struct ProviderChange: Sendable, Decodable, Equatable {
     public var displayName: String?

@@ -1,4 +1,5 @@
 import ControlPlane
+import Core
 import Hummingbird
 
 /// The LLM catalog under `/admin/llm/…`, the same operations as `tenantplane llm`.

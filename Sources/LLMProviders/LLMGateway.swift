@@ -1,4 +1,5 @@
 import AsyncHTTPClient
+import Core
 import Foundation
 import Logging
 import NIOCore

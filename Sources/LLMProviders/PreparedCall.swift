@@ -1,4 +1,5 @@
 import AsyncHTTPClient
+import Core
 import Foundation
 import NIOCore
 import NIOHTTP1

@@ -1,3 +1,4 @@
+import Core
 import Foundation
 /// Where and how to reach one provider: its id (`llm_providers.id`), wire
 /// style, base URL (`llm_providers.api_base_url`, without the API version:

@@ -98,7 +98,7 @@ struct RunExecutor: Sendable {
         let (resolution, provider) = try await resolve(step, override: override)
         model = resolution.modelName
         let rendered = try PromptTemplate.render(prompt.content, input: run.input, outputs: outputs)
-        let style = provider.apiStyle.flatMap { LLMProviders.ProviderStyle(rawValue: $0.rawValue) } ?? .local
+        let style = provider.apiStyle ?? .local
         let endpoint = ProviderEndpoint(
             providerID: provider.id, style: style, baseURL: provider.apiBaseURL, apiKey: providerKey(provider.id),
             timeout: providerTimeout)
