@@ -1,4 +1,5 @@
 import ControlPlane
+import Core
 import Foundation
 
 /// `manifest.json`, the last member of an export: what the archive holds and
@@ -50,18 +51,6 @@ public struct ArchiveManifest: Codable, Sendable, Equatable {
     /// against its recorded digest while it was archived.
     public var referencedArtifacts: Int
 
-    static let encoder: JSONEncoder = {
-        let encoder = JSONEncoder()
-        encoder.keyEncodingStrategy = .convertToSnakeCase
-        encoder.dateEncodingStrategy = .iso8601
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-        return encoder
-    }()
-
-    static let decoder: JSONDecoder = {
-        let decoder = JSONDecoder()
-        decoder.keyDecodingStrategy = .convertFromSnakeCase
-        decoder.dateDecodingStrategy = .iso8601
-        return decoder
-    }()
+    static var encoder: JSONEncoder { JSONCoding.snakeCasePretty }
+    static var decoder: JSONDecoder { JSONCoding.snakeCaseDecoder }
 }

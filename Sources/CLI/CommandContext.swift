@@ -47,13 +47,7 @@ func reportingFailures(_ body: () async throws -> Void) async throws {
 }
 
 enum Output {
-    static let encoder: JSONEncoder = {
-        let encoder = JSONEncoder()
-        encoder.keyEncodingStrategy = .convertToSnakeCase
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-        encoder.dateEncodingStrategy = .iso8601
-        return encoder
-    }()
+    static var encoder: JSONEncoder { JSONCoding.snakeCasePretty }
 
     static func json(_ value: some Encodable) throws {
         var data = try encoder.encode(value)

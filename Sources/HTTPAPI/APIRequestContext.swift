@@ -1,3 +1,4 @@
+import Core
 import Foundation
 import Hummingbird
 
@@ -18,18 +19,6 @@ public struct APIRequestContext: RequestContext {
 }
 
 enum APICoding {
-    static let decoder: JSONDecoder = {
-        let decoder = JSONDecoder()
-        decoder.keyDecodingStrategy = .convertFromSnakeCase
-        decoder.dateDecodingStrategy = .iso8601
-        return decoder
-    }()
-
-    static let encoder: JSONEncoder = {
-        let encoder = JSONEncoder()
-        encoder.keyEncodingStrategy = .convertToSnakeCase
-        encoder.dateEncodingStrategy = .iso8601
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        return encoder
-    }()
+    static var decoder: JSONDecoder { JSONCoding.snakeCaseDecoder }
+    static var encoder: JSONEncoder { JSONCoding.snakeCase }
 }

@@ -1,3 +1,4 @@
+import Core
 import Foundation
 
 /// What `output.json` holds for a step: the text and where it came from.
@@ -19,9 +20,7 @@ struct OutputDocument: Codable, Equatable {
     let usage: Usage
 
     func encoded() throws -> [UInt8] {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        return Array(try encoder.encode(self))
+        Array(try JSONCoding.stable.encode(self))
     }
 
     /// The first line, cut to 200 characters: the `summary` the API shows.

@@ -1,3 +1,4 @@
+import Core
 import Foundation
 import TenantData
 
@@ -34,8 +35,6 @@ enum PromptTemplate {
     /// Strings as they are; anything else as compact JSON.
     static func text(of value: JSONValue) -> String {
         if case .string(let string) = value { return string }
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        return (try? String(decoding: encoder.encode(value), as: UTF8.self)) ?? ""
+        return (try? String(decoding: JSONCoding.stable.encode(value), as: UTF8.self)) ?? ""
     }
 }

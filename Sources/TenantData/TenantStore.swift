@@ -28,14 +28,8 @@ public struct TenantStore: Sendable {
         utc("(\(column) AT TIME ZONE current_setting('TimeZone'))")
     }
 
-    static let jsonEncoder: JSONEncoder = {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        return encoder
-    }()
-
     static func json(_ value: some Encodable) throws -> String {
-        String(decoding: try jsonEncoder.encode(value), as: UTF8.self)
+        String(decoding: try JSONCoding.stable.encode(value), as: UTF8.self)
     }
 
     static func jsonValue(_ text: String?) -> JSONValue? {
