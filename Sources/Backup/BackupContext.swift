@@ -63,8 +63,8 @@ public struct BackupContext: Sendable {
         try await ControlStore.withConnection(pool: controlPool, url: controlURL, logger: logger, body)
     }
 
-    var tools: PostgresTools {
-        get throws { try PostgresTools(configured: postgresBinDirectory) }
+    func tools() async throws -> PostgresTools {
+        try await PostgresTools(configured: postgresBinDirectory)
     }
 
     func adminURL(of server: String, store: ControlStore) async throws -> PostgresURL {

@@ -79,7 +79,7 @@ extension BackupContext {
     /// it, logged in as the tenant.
     func snapshot(_ login: TenantLogin, into directory: String) async throws -> DatabaseSnapshot {
         let dumpFile = URL(fileURLWithPath: directory).appendingPathComponent(ArchiveManifest.databaseFileName).path
-        try await tools.dump(login, to: dumpFile)
+        try await tools().dump(login, to: dumpFile)
         return try await DatabaseConnection.with(login, logger: logger) { connection in
             DatabaseSnapshot(
                 dumpFile: dumpFile,

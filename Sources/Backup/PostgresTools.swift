@@ -11,16 +11,15 @@ import SystemPackage
 public struct PostgresTools: Sendable {
     public let binDirectory: String
 
-    public init(configured: String?) throws(BackupError) {
+    public init(configured: String?) async throws(BackupError) {
         func usable(_ directory: String?) -> Bool {
             directory.map { FileManager.default.isExecutableFile(atPath: "\($0)/pg_dump") } ?? false
         }
-        // pg_config is asked only when the setting does not do: it is a child
-        // process waited for synchronously.
-        let found: String? =
-            if usable(configured) { configured } else {
-                ([Self.pgConfigBinDirectory()].compactMap { $0 } + Self.versionedDirectories()).first(where: usable)
-            }
+        // pg_config is asked only when the setting does not do.
+        var found: String? = usable(configured) ? configured : nil
+        if found == nil {
+            found = ([await Self.pgConfigBinDirectory()].compactMap { $0 } + Self.versionedDirectories()).first(where: usable)
+        }
         guard let found else {
             throw .toolMissing(
                 "cannot find pg_dump (looked in TENANTPLANE_PG_BINDIR, pg_config --bindir, /usr/lib/postgresql/*/bin)")
@@ -91,18 +90,12 @@ public struct PostgresTools: Sendable {
         }
     }
 
-    private static func pgConfigBinDirectory() -> String? {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["pg_config", "--bindir"]
-        let output = Pipe()
-        process.standardOutput = output
-        process.standardError = FileHandle.nullDevice
-        guard (try? process.run()) != nil else { return nil }
-        let data = output.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        guard process.terminationStatus == 0 else { return nil }
-        return String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+    /// `pg_config --bindir`, when `pg_config` is on PATH and answers.
+    private static func pgConfigBinDirectory() async -> String? {
+        guard let result = try? await Subprocess.run(.name("pg_config"), arguments: ["--bindir"], output: .string(limit: 4096)),
+            result.terminationStatus.isSuccess
+        else { return nil }
+        return result.standardOutput.trimmingCharacters(in: .whitespacesAndNewlines)
     }
 
     private static func versionedDirectories() -> [String] {

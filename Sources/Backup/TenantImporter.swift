@@ -170,7 +170,7 @@ public struct TenantImporter: Sendable {
         }
         progress("\(slug): restoring the database")
         let login = TenantLogin(slug: slug, password: password, server: adminURL)
-        try await context.tools.restore(staged.databaseFile, into: login)
+        try await context.tools().restore(staged.databaseFile, into: login)
         // The dump may have set session defaults or a password for the role
         // and database; clear them before tenantplane logs in again.
         try await DatabaseConnection.with(adminURL, logger: logger) { connection in

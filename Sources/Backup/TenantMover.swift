@@ -149,7 +149,7 @@ public struct TenantMover: Sendable {
             progress("\(slug): restoring on \(target)")
             // The dump is the tenant's SQL: restored, and the copy read back, as the tenant.
             let targetLogin = TenantLogin(slug: slug, password: sourceLogin.url.password ?? "", server: targetAdmin)
-            try await context.tools.restore(snapshot.dumpFile, into: targetLogin)
+            try await context.tools().restore(snapshot.dumpFile, into: targetLogin)
             try await DatabaseConnection.with(targetAdmin, logger: logger) { connection in
                 try await ServerAdmin(connection: connection, logger: logger)
                     .reclaim(names.role, database: names.database, scramVerifier: verifier)
