@@ -109,6 +109,11 @@ extension Provisioner {
                         guard let tenant = try await store.tenant(deleting.slug), tenant.status == .deleting else {
                             return nil
                         }
+                        // Renaming the tree is the stop's last step: a tenant
+                        // whose tree is gone was stopped, and costs nothing here
+                        // until its purge is due.
+                        let stopped = !FileManager.default.fileExists(atPath: layout.tenantDirectory(deleting.slug))
+                        guard deleting.isDue || !stopped else { return nil }
                         try await stopWork(of: tenant, store: store)
                         guard deleting.isDue else { return nil }
                         _ = try await purge(deleting.slug, store: store, actor: actor)
