@@ -1,3 +1,4 @@
+import ArtifactStore
 import ControlPlane
 import Core
 import Foundation
@@ -71,7 +72,24 @@ public struct BackupContext: Sendable {
         try await store.adminURL(ofServer: server, secrets: secrets, controlURL: controlURL)
     }
 
-    var layout: StorageLayout { StorageLayout(root: storageRoot) }
+    var trees: TenantTrees { TenantTrees(root: storageRoot, logger: logger) }
+
+    /// Hashes each stored file against the digest its row records, reading
+    /// through the store (descriptor by descriptor, no link followed); the
+    /// number checked.
+    func verifyStoredFiles(_ references: [String: String], of slug: TenantSlug) async throws -> Int {
+        let files = try ArtifactStore(root: storageRoot, logger: logger).tenant(slug.rawValue)
+        for (path, digest) in references.sorted(by: { $0.key < $1.key }) {
+            do {
+                _ = try await files.openVerified(path: path, digest: digest)
+            } catch .notFound {
+                throw BackupError.verificationFailed("artifact \(path) is missing")
+            } catch {
+                throw BackupError.verificationFailed("artifact \(path): \(error.message)")
+            }
+        }
+        return references.count
+    }
 
     /// A private working directory under the storage root (same filesystem as
     /// the tenants' trees, so finished files are renamed into place, not copied).

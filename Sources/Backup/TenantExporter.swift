@@ -1,3 +1,4 @@
+import ArtifactStore
 import ControlPlane
 import Core
 import Tar
@@ -74,7 +75,7 @@ public struct TenantExporter: Sendable {
                         }
                         progress("\(slug): archiving the database and artifacts")
                         let writer = ArchiveWriter(
-                            output: output, tenantDirectory: context.layout.tenantDirectory(slug), slug: slug,
+                            output: output, trees: context.trees, slug: slug,
                             tenant: tenant, snapshot: snapshot, signer: context.signer)
                         written = try await NIOThreadPool.singleton.runIfActive { try writer.write() }
                     } catch {
@@ -114,7 +115,7 @@ struct ArchiveWriter: Sendable {
     }
 
     let output: String
-    let tenantDirectory: String
+    let trees: TenantTrees
     let slug: TenantSlug
     let tenant: TenantRecord
     let snapshot: DatabaseSnapshot
@@ -133,7 +134,8 @@ struct ArchiveWriter: Sendable {
         var unmatched = snapshot.references
         var differing: [String] = []
         var artifactBytes: Int64 = 0
-        for relative in try ArtifactTree.files(under: tenantDirectory) {
+        let tenantDirectory = trees.layout.tenantDirectory(slug)
+        for relative in try trees.files(of: slug) {
             let member = "\(ArchiveManifest.artifactsDirectory)/\(relative)"
             let digest = try writer.addFile(named: member, contentsOf: "\(tenantDirectory)/\(relative)")
             files.append(.init(path: member, size: digest.size, sha256: digest.sha256))
@@ -177,43 +179,6 @@ struct ArchiveWriter: Sendable {
         return Written(
             archiveBytes: size, databaseBytes: database.size, artifacts: files.count - 1,
             artifactBytes: artifactBytes, schemaVersion: schemaVersion)
-    }
-}
-
-/// A tenant's artifact tree as files to carry: every regular file, relative
-/// to the tenant's directory, sorted. The store's own dot-files (partial
-/// writes, digest caches keyed to inodes) stay behind; a symbolic link or any
-/// other kind of file is refused, as the store never makes one.
-enum ArtifactTree {
-    static func files(under root: String) throws -> [String] {
-        var found: [String] = []
-        var isDirectory: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: root, isDirectory: &isDirectory) else { return [] }
-        guard isDirectory.boolValue else { throw BackupError.fileSystem("\(root) is not a directory") }
-        try walk(root, prefix: "", into: &found)
-        return found.sorted()
-    }
-
-    private static func walk(_ directory: String, prefix: String, into found: inout [String]) throws {
-        let names: [String]
-        do {
-            names = try FileManager.default.contentsOfDirectory(atPath: directory)
-        } catch {
-            throw BackupError.fileSystem("cannot list \(directory): \(error.localizedDescription)")
-        }
-        for name in names where !name.hasPrefix(".") {
-            let path = "\(directory)/\(name)"
-            let relative = prefix.isEmpty ? name : "\(prefix)/\(name)"
-            var info = stat()
-            guard lstat(path, &info) == 0 else {
-                throw BackupError.fileSystem("cannot inspect \(relative): \(String(cString: strerror(errno)))")
-            }
-            switch info.st_mode & S_IFMT {
-            case S_IFDIR: try walk(path, prefix: relative, into: &found)
-            case S_IFREG: found.append(relative)
-            default: throw BackupError.fileSystem("\(relative) in the artifact store is not a regular file or directory")
-            }
-        }
     }
 }
 

@@ -206,14 +206,10 @@ public struct TenantImporter: Sendable {
         }
         // The new tenant's tree starts empty (anything there is moved aside)
         // and then is the archive's.
-        try await Provisioner.prepareStorageDirectory(slug, storageRoot: context.storageRoot, logger: logger)
+        try await context.trees.prepareEmpty(slug)
         if let artifacts = staged.artifactsDirectory {
             progress("\(slug): placing \(staged.artifacts) artifacts")
-            let target = context.layout.tenantDirectory(slug)
-            guard rmdir(target) == 0, rename(artifacts, target) == 0 else {
-                throw BackupError.fileSystem(
-                    "cannot place the artifacts in the storage root: \(String(cString: strerror(errno)))")
-            }
+            try context.trees.place(artifacts, as: slug)
         }
         return applied
     }
@@ -252,7 +248,7 @@ public struct TenantImporter: Sendable {
     static func discard(_ slug: TenantSlug, names: TenantNames, adminURL: PostgresURL, context: BackupContext)
         async throws
     {
-        try? FileManager.default.removeItem(atPath: context.layout.tenantDirectory(slug))
+        _ = try? context.trees.remove(slug, tombstoneToo: false)
         try await DatabaseConnection.with(adminURL, logger: context.logger) { connection in
             let admin = ServerAdmin(connection: connection, logger: context.logger)
             try await admin.terminateConnections(to: names.database)

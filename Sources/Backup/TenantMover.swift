@@ -1,10 +1,9 @@
+import ArtifactStore
 import ControlPlane
 import Core
-import Crypto
 import Foundation
 import Migrations
 import Logging
-import NIOPosix
 import PostgresNIO
 import Provisioner
 
@@ -167,10 +166,7 @@ public struct TenantMover: Sendable {
             guard references == snapshot.references else {
                 throw BackupError.verificationFailed("the artifact references differ")
             }
-            let root = context.storageRoot
-            verified = try await NIOThreadPool.singleton.runIfActive {
-                try ArtifactCheck.verify(references, root: root)
-            }
+            verified = try await context.verifyStoredFiles(references, of: slug)
             try await phase(move.id, .verified, store: store)
 
             let databaseURL = targetAdmin.with(user: names.role.name, password: nil).with(database: names.database.name)
@@ -303,24 +299,5 @@ public struct TenantMover: Sendable {
             "\($0): \(original[$0].map(String.init) ?? "missing") → \(copy[$0].map(String.init) ?? "missing")"
         }
         throw BackupError.verificationFailed("row counts differ (\(differing.prefix(5).joined(separator: ", ")))")
-    }
-}
-
-/// Hashes stored artifacts against the digests their rows record.
-enum ArtifactCheck {
-    static func verify(_ references: [String: String], root: String) throws -> Int {
-        for (path, digest) in references {
-            let fd = open("\(root)/\(path)", O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
-            guard fd >= 0 else { throw BackupError.verificationFailed("artifact \(path) is missing") }
-            defer { close(fd) }
-            var hash = SHA256()
-            guard case .success = POSIX.readAll(fd, { hash.update(bufferPointer: $0) }) else {
-                throw BackupError.verificationFailed("cannot read artifact \(path)")
-            }
-            guard Hex.string(hash.finalize()) == digest else {
-                throw BackupError.verificationFailed("artifact \(path) does not match its digest")
-            }
-        }
-        return references.count
     }
 }

@@ -2,6 +2,7 @@
 // tenants — the tenant's login role, its database (copied from the server's
 // template), its schema, its storage directory — as resumable, idempotent
 // steps recorded in the control database.
+import ArtifactStore
 import ControlPlane
 import Core
 import Foundation
@@ -185,7 +186,7 @@ public struct Provisioner: Sendable {
             try await store.setProvisioningStep(slug, ProvisioningStep.migrate.rawValue)
             try finished(.migrate, slug: slug, since: started)
 
-            try await prepareStorageDirectory(slug)
+            try await trees.prepareEmpty(slug)
             try await store.activateTenant(slug)
             let tenant = try await store.requireTenant(slug)
             try await store.connection.query("SET synchronous_commit = on", logger: logger)
@@ -366,7 +367,7 @@ public struct Provisioner: Sendable {
         return true
     }
 
-    var layout: StorageLayout { StorageLayout(root: storageRoot) }
+    var trees: TenantTrees { TenantTrees(root: storageRoot, logger: logger) }
 
     func withControl<Result: Sendable>(_ body: (ControlStore) async throws -> Result) async throws -> Result {
         try await ControlStore.withConnection(pool: controlPool, url: controlURL, logger: logger, body)

@@ -5,10 +5,6 @@ import Foundation
 import Logging
 import PostgresNIO
 
-#if canImport(Glibc)
-import Glibc
-#endif
-
 /// What a purge removed, for its audit row and the operator.
 public struct PurgeReport: Sendable, Codable, Equatable {
     public var tenant: String
@@ -81,7 +77,10 @@ extension Provisioner {
                             }
                         }
                     }
-                    try restoreStorage(of: slug)
+                    guard !(trees.hasTombstone(slug) && trees.hasTree(slug)) else {
+                        throw ControlError.conflict("tenant \(slug) has both a storage tree and a tombstone; move one aside by hand")
+                    }
+                    try trees.revive(slug)
                     let status = try await store.endDeletion(slug)
                     if let server = tenant.server {
                         try await withServerAdmin(server, store: store) { admin in
@@ -112,7 +111,7 @@ extension Provisioner {
                         // Renaming the tree is the stop's last step: a tenant
                         // whose tree is gone was stopped, and costs nothing here
                         // until its purge is due.
-                        let stopped = !FileManager.default.fileExists(atPath: layout.tenantDirectory(deleting.slug))
+                        let stopped = !trees.hasTree(deleting.slug)
                         guard deleting.isDue || !stopped else { return nil }
                         try await stopWork(of: tenant, store: store)
                         guard deleting.isDue else { return nil }
@@ -157,7 +156,7 @@ extension Provisioner {
             }
             try await store.setMovePhase(move.id, .rolledBack, error: "the tenant was deleted")
         }
-        try entomb(slug)
+        try trees.entomb(slug)
     }
 
     /// Removes everything the tenant has and records it. The caller holds the
@@ -177,17 +176,9 @@ extension Provisioner {
                 report.roleDropped = true
             }
         }
-        for path in [layout.tombstone(slug), layout.tenantDirectory(slug)] where FileManager.default.fileExists(atPath: path) {
-            try removeTree(path)
-            report.storageRemoved = true
-        }
-        for job in try await store.exportJobs(of: slug) {
-            let archive = layout.exportArchive(job: job)
-            if unlink(archive) == 0 {
-                report.archivesRemoved += 1
-            } else if errno != ENOENT {
-                throw ProvisionerError.storage("cannot remove the export archive of job \(job): \(String(cString: strerror(errno)))")
-            }
+        report.storageRemoved = try trees.remove(slug)
+        for job in try await store.exportJobs(of: slug) where try trees.removeExportArchive(job: job) {
+            report.archivesRemoved += 1
         }
         report.keysRemoved = try await store.finishPurge(slug)
         try await store.audit(
@@ -197,23 +188,6 @@ extension Provisioner {
         return report
     }
 
-    /// Before a tenant's first activation: its tree exists and is empty.
-    /// Anything already at its path (an earlier tenant of the same id, a copy
-    /// an operator put there) is moved to `.orphaned/` for the operator,
-    /// never handed to the new tenant.
-    public static func prepareStorageDirectory(_ slug: TenantSlug, storageRoot: String, logger: Logger) async throws {
-        let layout = StorageLayout(root: storageRoot)
-        let path = layout.tenantDirectory(slug)
-        if let contents = try? FileManager.default.contentsOfDirectory(atPath: path), !contents.isEmpty {
-            let aside = layout.orphaned(slug)
-            logger.warning(
-                "files were already where the new tenant's tree belongs; moved aside",
-                metadata: ["tenant": "\(slug)", "moved_to": "\(aside)"])
-            try move(path, to: aside)
-        }
-        try await ArtifactStore(root: storageRoot, logger: logger).tenant(slug.rawValue).createDirectory()
-    }
-
     /// Tenants made before provisioning made their storage directory (their
     /// first write used to) get it now: writes no longer make it.
     public func ensureStorageDirectories() async throws {
@@ -221,64 +195,6 @@ extension Provisioner {
         let store = ArtifactStore(root: storageRoot, logger: logger)
         for tenant in tenants where tenant.status == .active || tenant.status == .suspended {
             try await store.tenant(tenant.id).createDirectory()
-        }
-    }
-
-    func prepareStorageDirectory(_ slug: TenantSlug) async throws {
-        try await Self.prepareStorageDirectory(slug, storageRoot: storageRoot, logger: logger)
-    }
-
-    private func entomb(_ slug: TenantSlug) throws {
-        let live = layout.tenantDirectory(slug)
-        guard FileManager.default.fileExists(atPath: live) else { return }
-        let tombstone = layout.tombstone(slug)
-        if FileManager.default.fileExists(atPath: tombstone) {
-            // A tree made after the tombstone (by an earlier version): kept for the operator.
-            try move(live, to: layout.orphaned(slug))
-        } else {
-            try move(live, to: tombstone)
-        }
-    }
-
-    private func restoreStorage(of slug: TenantSlug) throws {
-        let tombstone = layout.tombstone(slug)
-        let live = layout.tenantDirectory(slug)
-        if FileManager.default.fileExists(atPath: tombstone) {
-            guard !FileManager.default.fileExists(atPath: live) else {
-                throw ControlError.conflict("tenant \(slug) has both a storage tree and a tombstone; move one aside by hand")
-            }
-            try move(tombstone, to: live)
-        } else if !FileManager.default.fileExists(atPath: live) {
-            try FileManager.default.createDirectory(atPath: live, withIntermediateDirectories: true)
-        }
-    }
-
-    private func move(_ path: String, to target: String) throws {
-        try Self.move(path, to: target)
-    }
-
-    /// `rename(2)`, making the target's parent first; never over an existing path.
-    public static func move(_ path: String, to target: String) throws {
-        let parent = (target as NSString).deletingLastPathComponent
-        do {
-            try FileManager.default.createDirectory(
-                atPath: parent, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
-        } catch {
-            throw ProvisionerError.storage("cannot create \(parent): \(error.localizedDescription)")
-        }
-        guard !FileManager.default.fileExists(atPath: target) else {
-            throw ProvisionerError.storage("\(target) already exists")
-        }
-        guard rename(path, target) == 0 else {
-            throw ProvisionerError.storage("cannot move \(path) to \(target): \(String(cString: strerror(errno)))")
-        }
-    }
-
-    private func removeTree(_ path: String) throws {
-        do {
-            try FileManager.default.removeItem(atPath: path)
-        } catch {
-            throw ProvisionerError.storage("cannot remove \(path): \(error.localizedDescription)")
         }
     }
 
