@@ -19,7 +19,9 @@ import Synchronization
 /// and closes. When the budget is full the coldest idle pool (fewest recent
 /// uses) is closed; when every pool is busy a request waits up to `wait`, then gets 503.
 /// One pool is retired ahead of need, so a new tenant's first connection does
-/// not wait for an old one to close.
+/// not wait for an old one to close. Requests wait ahead of run workers, and
+/// workers hold at most `Limits.workerConnections` connections at once, so
+/// hundreds of runs in flight never starve the requests (`RoomWaiters`).
 public final class TenantPools: Service, Sendable {
     private struct Pool {
         let client: PostgresClient
@@ -52,7 +54,12 @@ public final class TenantPools: Service, Sendable {
         /// Pools replaced by a larger one, closing once their last request is done.
         var draining: [ObjectIdentifier: Pool] = [:]
         var reserved = 0
+        /// The part of `reserved` held by retired pools whose connections are
+        /// still closing: room that is coming, which eviction must not chase.
+        var closing = 0
         var inFlight = 0
+        var workersInFlight = 0
+        var waiters = RoomWaiters()
         var tick: UInt64 = 0
         var accepting = true
         var refusedUntil: [String: ContinuousClock.Instant] = [:]
@@ -67,7 +74,7 @@ public final class TenantPools: Service, Sendable {
 
     private enum Checkout {
         case ready(PostgresClient)
-        case full
+        case full(RoomWaiter)
         case refused(TenantAccessError)
     }
 
@@ -95,7 +102,10 @@ public final class TenantPools: Service, Sendable {
                 }
                 state.withLock { state in
                     state.accepting = false
-                    for pool in state.pools.values { pool.stop.finish() }
+                    for pool in state.pools.values {
+                        state.closing += pool.size
+                        pool.stop.finish()
+                    }
                     for pool in state.draining.values { pool.stop.finish() }
                     state.pools.removeAll()
                     state.draining.removeAll()
@@ -111,10 +121,11 @@ public final class TenantPools: Service, Sendable {
     /// cannot be had within `wait` (budget full, database down) is a 503; a
     /// query that is already running is never cut short by that wait.
     public func withConnection<Result: Sendable>(
-        for tenant: TenantIdentity, _ body: @Sendable @escaping (PostgresConnection) async throws -> Result
+        for tenant: TenantIdentity, priority: ConnectionPriority = .request,
+        _ body: @Sendable @escaping (PostgresConnection) async throws -> Result
     ) async throws -> Result {
         do {
-            return try await withPooledConnection(for: tenant, body)
+            return try await withPooledConnection(for: tenant, priority: priority, body)
         } catch let error as PSQLError where error.serverInfo?[.sqlState] == Self.readOnlyTransaction {
             // The database is fenced for an export or a move, or was until a
             // moment ago and this pool's sessions began under the fence (a
@@ -123,7 +134,7 @@ public final class TenantPools: Service, Sendable {
             // running `body` again is safe.
             close(tenantID: tenant.tenantID)
             do {
-                return try await withPooledConnection(for: tenant, body)
+                return try await withPooledConnection(for: tenant, priority: priority, body)
             } catch let error as PSQLError where error.serverInfo?[.sqlState] == Self.readOnlyTransaction {
                 throw TenantAccessError.writesPaused
             }
@@ -134,11 +145,12 @@ public final class TenantPools: Service, Sendable {
     static let readOnlyTransaction = "25006"
 
     private func withPooledConnection<Result: Sendable>(
-        for tenant: TenantIdentity, _ body: @Sendable @escaping (PostgresConnection) async throws -> Result
+        for tenant: TenantIdentity, priority: ConnectionPriority,
+        _ body: @Sendable @escaping (PostgresConnection) async throws -> Result
     ) async throws -> Result {
         let deadline = ContinuousClock.now.advanced(by: limits.wait)
-        let client = try await checkoutWaiting(tenant, until: deadline)
-        defer { checkin(tenant.tenantID, client) }
+        let client = try await checkoutWaiting(tenant, priority: priority, until: deadline)
+        defer { checkin(tenant.tenantID, client, priority: priority) }
         do {
             return try await lease(client, until: deadline, body)
         } catch is LeaseTimeout {
@@ -166,7 +178,12 @@ public final class TenantPools: Service, Sendable {
     }
 
     public var usage: Usage {
-        state.withLock { Usage(openPools: $0.pools.count, reservedConnections: $0.reserved, requestsInFlight: $0.inFlight) }
+        state.withLock {
+            Usage(
+                openPools: $0.pools.count, reservedConnections: $0.reserved, requestsInFlight: $0.inFlight,
+                workersInFlight: $0.workersInFlight, waitingRequests: $0.waiters.waitingRequests,
+                waitingWorkers: $0.waiters.waitingWorkers)
+        }
     }
 
     // MARK: - Leasing
@@ -217,31 +234,52 @@ public final class TenantPools: Service, Sendable {
         }
     }
 
-    private func checkoutWaiting(_ tenant: TenantIdentity, until deadline: ContinuousClock.Instant) async throws
-        -> PostgresClient
-    {
+    private func checkoutWaiting(
+        _ tenant: TenantIdentity, priority: ConnectionPriority, until deadline: ContinuousClock.Instant
+    ) async throws -> PostgresClient {
         var waited = false
         while true {
-            switch checkout(tenant) {
+            switch checkout(tenant, priority: priority) {
             case .ready(let client):
                 return client
             case .refused(let error):
                 throw error
-            case .full:
+            case .full(let waiter):
                 if !waited {
                     waited = true
                     metrics.budgetWaits.increment()
                 }
-                guard ContinuousClock.now < deadline else { throw TenantAccessError.budgetExhausted }
-                // Pools free their reservation when their connections close or
-                // their requests finish; a short poll is cheaper than a waiter
-                // queue for a state this rare.
-                try await Task.sleep(for: .milliseconds(1))
+                guard await wait(waiter, until: deadline) else {
+                    try Task.checkCancellation()
+                    throw TenantAccessError.budgetExhausted
+                }
             }
         }
     }
 
-    private func checkout(_ tenant: TenantIdentity) -> Checkout {
+    /// Whether the waiter was woken (room may be free) before the deadline or
+    /// the caller's cancellation.
+    private func wait(_ waiter: RoomWaiter, until deadline: ContinuousClock.Instant) async -> Bool {
+        await withTaskGroup(of: Bool.self) { group in
+            group.addTask {
+                await waiter.wait()
+                return true
+            }
+            group.addTask {
+                try? await Task.sleep(until: deadline, clock: .continuous)
+                return false
+            }
+            let woken = await group.next() ?? false
+            if !woken {
+                state.withLock { $0.waiters.remove(waiter) }
+                waiter.wake()
+            }
+            group.cancelAll()
+            return woken
+        }
+    }
+
+    private func checkout(_ tenant: TenantIdentity, priority: ConnectionPriority) -> Checkout {
         let id = tenant.tenantID
         let now = ContinuousClock.now
         return state.withLock { state -> Checkout in
@@ -250,54 +288,68 @@ public final class TenantPools: Service, Sendable {
                 if until > now { return .refused(.databaseUnavailable) }
                 state.refusedUntil[id] = nil
             }
-            state.tick += 1
-            var size = 1
-            if var pool = state.pools[id] {
-                if pool.database == tenant.database {
-                    let queues = pool.inFlight >= pool.size && pool.size < limits.perTenant
-                    if !queues || !makeRoom(for: limits.perTenant, &state) {
-                        pool.inFlight += 1
-                        pool.use(at: state.tick)
-                        state.pools[id] = pool
-                        state.inFlight += 1
-                        return .ready(pool.client)
-                    }
-                    // Busy enough to queue behind its connections: a larger
-                    // pool takes over and this one drains.
-                    retire(id, &state)
-                    size = limits.perTenant
-                    metrics.poolGrowths.increment()
-                } else {
-                    retire(id, &state)
-                }
+            if priority == .worker,
+                state.waiters.waitingRequests > 0 || state.workersInFlight >= limits.workerConnections
+            {
+                return .full(state.waiters.enrol(.worker))
             }
-            if size == 1, !makeRoom(for: 1, &state) { return .full }
-            let client = makeClient(for: tenant.database, size: size)
-            let (stopped, stop) = AsyncStream.makeStream(of: Never.self)
-            state.pools[id] = Pool(
-                client: client, database: tenant.database, size: size, stop: stop, lastUse: state.tick, inFlight: 1)
-            state.reserved += size
-            state.inFlight += 1
-            launcher.yield(Launch(tenantID: id, client: client, size: size, stopped: stopped))
-            if state.reserved >= limits.budget { evictColdest(&state) }
-            publish(state)
-            return .ready(client)
+            let checkout = take(tenant, priority: priority, &state)
+            if case .ready = checkout, priority == .worker { state.workersInFlight += 1 }
+            return checkout
         }
     }
 
-    /// Whether `connections` more fit in the budget, closing idle pools (coldest
-    /// first) until they do. Reservations of closing pools count
-    /// until their connections are gone.
+    private func take(_ tenant: TenantIdentity, priority: ConnectionPriority, _ state: inout State) -> Checkout {
+        let id = tenant.tenantID
+        state.tick += 1
+        var size = 1
+        if var pool = state.pools[id] {
+            if pool.database == tenant.database {
+                let queues = pool.inFlight >= pool.size && pool.size < limits.perTenant
+                if !queues || !makeRoom(for: limits.perTenant, &state) {
+                    pool.inFlight += 1
+                    pool.use(at: state.tick)
+                    state.pools[id] = pool
+                    state.inFlight += 1
+                    return .ready(pool.client)
+                }
+                // Busy enough to queue behind its connections: a larger
+                // pool takes over and this one drains.
+                retire(id, &state)
+                size = limits.perTenant
+                metrics.poolGrowths.increment()
+            } else {
+                retire(id, &state)
+            }
+        }
+        if size == 1, !makeRoom(for: 1, &state) { return .full(state.waiters.enrol(priority)) }
+        let client = makeClient(for: tenant.database, size: size)
+        let (stopped, stop) = AsyncStream.makeStream(of: Never.self)
+        state.pools[id] = Pool(
+            client: client, database: tenant.database, size: size, stop: stop, lastUse: state.tick, inFlight: 1)
+        state.reserved += size
+        state.inFlight += 1
+        launcher.yield(Launch(tenantID: id, client: client, size: size, stopped: stopped))
+        if state.reserved - state.closing >= limits.budget { evictColdest(&state) }
+        publish(state)
+        return .ready(client)
+    }
+
+    /// Whether `connections` more fit in the budget now. Idle pools are closed
+    /// (coldest first) only until the room that is coming (pools already
+    /// closing) is enough; closing one does not free its reservation at once,
+    /// so the caller waits for it rather than evicting every other pool too.
     private func makeRoom(for connections: Int, _ state: inout State) -> Bool {
-        while state.reserved + connections > limits.budget {
+        while state.reserved - state.closing + connections > limits.budget {
             guard evictColdest(&state) else { return false }
         }
-        return true
+        return state.reserved + connections <= limits.budget
     }
 
-    private func checkin(_ tenantID: String, _ client: PostgresClient) {
-        state.withLock { state in
+    private func checkin(_ tenantID: String, _ client: PostgresClient, priority: ConnectionPriority) {
+        let woken = state.withLock { state in
             state.inFlight -= 1
+            if priority == .worker { state.workersInFlight -= 1 }
             if var pool = state.pools[tenantID], pool.client === client {
                 pool.inFlight -= 1
                 state.pools[tenantID] = pool
@@ -310,7 +362,9 @@ public final class TenantPools: Service, Sendable {
                     state.draining[ObjectIdentifier(client)] = pool
                 }
             }
+            return state.waiters.roomMayHaveFreed()
         }
+        for waiter in woken { waiter.wake() }
     }
 
     private func isOversubscribed(_ tenantID: String, _ client: PostgresClient) -> Bool {
@@ -353,6 +407,7 @@ public final class TenantPools: Service, Sendable {
     /// stays until `host` sees the pool closed.
     private func retire(_ tenantID: String, _ state: inout State) {
         guard let pool = state.pools.removeValue(forKey: tenantID) else { return }
+        state.closing += pool.size
         if pool.inFlight == 0 {
             pool.stop.finish()
         } else {
@@ -368,10 +423,13 @@ public final class TenantPools: Service, Sendable {
             for await _ in launch.stopped {}
             group.cancelAll()
         }
-        state.withLock { state in
+        let woken = state.withLock { state in
             state.reserved -= launch.size
+            state.closing -= launch.size
             publish(state)
+            return state.waiters.roomMayHaveFreed()
         }
+        for waiter in woken { waiter.wake() }
         logger.debug("tenant pool closed", metadata: ["tenant": "\(launch.tenantID)"])
     }
 
