@@ -12,22 +12,26 @@ extension Tenantplane {
             commandName: "worker",
             abstract: "Execute queued runs without serving HTTP.",
             discussion: """
-                Runs the same workers `serve` runs (TENANTPLANE_WORKERS of them), for a separate process or \
-                machine. Any number of workers and servers may share the control database: each run is claimed \
+                Executes runs as `serve` does (up to TENANTPLANE_MAX_INFLIGHT at once, \
+                TENANTPLANE_TENANT_MAX_INFLIGHT of one tenant), for a separate process or machine. It is woken \
+                by the control database (LISTEN) when a tenant gets runs, and reads the queue in full every \
+                TENANTPLANE_WORKER_POLL. Any number of workers and servers may share the control database: each run is claimed \
                 by one of them with a lease, and a run whose process died is taken over when its lease \
                 (TENANTPLANE_RUN_LEASE) ends. SIGTERM or SIGINT stop claiming, cancel the runs in hand and give \
                 their leases back so another process resumes them at once.
                 """
         )
 
-        @Option(name: .long, help: "Runs to execute at once (default: TENANTPLANE_WORKERS).")
-        var concurrency: Int?
+        @Option(
+            name: [.customLong("max-inflight"), .customLong("concurrency")],
+            help: "Runs to execute at once (default: TENANTPLANE_MAX_INFLIGHT, 256).")
+        var maxInflight: Int?
 
         func run() async throws {
             try await reportingFailures {
                 let context = try CommandContext(defaultLogLevel: .info)
                 let services = try Runtime(settings: context.settings, logger: context.logger)
-                    .workerServices(concurrency: concurrency)
+                    .workerServices(maxInflight: maxInflight)
                 let group = ServiceGroup(
                     configuration: .init(
                         services: services.map { .init(service: $0) },

@@ -33,15 +33,24 @@ public struct Settings: Sendable {
     public func providerKey(for providerID: String) -> String? {
         providerKeys[providerID.lowercased().replacingOccurrences(of: "-", with: "_")]
     }
-    /// Runs executed at once by this process's worker (`TENANTPLANE_WORKERS`;
-    /// 0 leaves execution to `tenantplane worker` processes).
-    public var workers: Int
+    /// Runs this process executes at once (`TENANTPLANE_MAX_INFLIGHT`, or its
+    /// old name `TENANTPLANE_WORKERS`; 0 leaves execution to other processes).
+    /// A run waiting on its provider holds no database connection, so this can
+    /// be far above the connection budget.
+    public var maxInflight: Int
+    /// Runs of one tenant this process executes at once (`TENANTPLANE_TENANT_MAX_INFLIGHT`).
+    public var tenantMaxInflight: Int
+    /// The share of the connection budget run workers may hold at once
+    /// (`TENANTPLANE_WORKER_BUDGET_SHARE`); requests may use all of it.
+    public var workerBudgetShare: Double
     /// `TENANTPLANE_ADMIN_JOBS`: exports and moves a server runs at once.
     public var adminJobs: Int
     /// How long a claimed run stays a worker's without renewal (`TENANTPLANE_RUN_LEASE`):
     /// a run left by a crashed process is taken over after it.
     public var runLease: Duration
-    /// How often an idle worker looks for queued runs (`TENANTPLANE_WORKER_POLL`).
+    /// How often the run queue is read in full (`TENANTPLANE_WORKER_POLL`): the
+    /// fallback for a notification lost while the listener reconnected, and
+    /// for runs whose lease ended in a process that died.
     public var workerPoll: Duration
     /// One provider call's time limit (`TENANTPLANE_PROVIDER_TIMEOUT`).
     public var providerTimeout: Duration
@@ -137,11 +146,19 @@ public struct Settings: Sendable {
             if !provider.isEmpty, !secret.isEmpty { keys[provider] = secret }
         }
         providerKeys = keys
-        workers = try integer("TENANTPLANE_WORKERS", default: 4, range: 0...256)
+        maxInflight = try integer(
+            value("TENANTPLANE_MAX_INFLIGHT") == nil ? "TENANTPLANE_WORKERS" : "TENANTPLANE_MAX_INFLIGHT",
+            default: 256, range: 0...10_000)
+        tenantMaxInflight = try integer("TENANTPLANE_TENANT_MAX_INFLIGHT", default: 32, range: 1...10_000)
+        let share = value("TENANTPLANE_WORKER_BUDGET_SHARE") ?? "0.5"
+        guard let workerShare = Double(share), workerShare > 0, workerShare <= 1 else {
+            throw .invalid("TENANTPLANE_WORKER_BUDGET_SHARE", "must be a fraction above 0 and at most 1, such as 0.5")
+        }
+        workerBudgetShare = workerShare
         adminJobs = try integer("TENANTPLANE_ADMIN_JOBS", default: 2, range: 1...64)
         runLease = .milliseconds(try milliseconds(value("TENANTPLANE_RUN_LEASE"), key: "TENANTPLANE_RUN_LEASE") ?? 15_000)
         workerPoll = .milliseconds(
-            try milliseconds(value("TENANTPLANE_WORKER_POLL"), key: "TENANTPLANE_WORKER_POLL") ?? 250)
+            try milliseconds(value("TENANTPLANE_WORKER_POLL"), key: "TENANTPLANE_WORKER_POLL") ?? 2_000)
         providerTimeout = .milliseconds(
             try milliseconds(value("TENANTPLANE_PROVIDER_TIMEOUT"), key: "TENANTPLANE_PROVIDER_TIMEOUT") ?? 60_000)
         providerRetries = try integer("TENANTPLANE_PROVIDER_RETRIES", default: 3, range: 0...20)

@@ -26,7 +26,13 @@ public final class LLMGateway: Sendable {
     let logger: Logger
     let client: HTTPClient
 
-    public init(policy: RetryPolicy = .init(), maxResponseBytes: Int = defaultMaxResponseBytes, logger: Logger) {
+    /// - Parameter maxConnectionsPerHost: calls to one provider host in flight
+    ///   at once; it must follow the run engine's in-flight limit, or calls
+    ///   queue inside the client (its default is 8).
+    public init(
+        policy: RetryPolicy = .init(), maxResponseBytes: Int = defaultMaxResponseBytes, maxConnectionsPerHost: Int = 8,
+        logger: Logger
+    ) {
         self.policy = policy
         self.maxResponseBytes = max(1, maxResponseBytes)
         self.logger = logger
@@ -37,6 +43,7 @@ public final class LLMGateway: Sendable {
         // decides what happens next; by default the client would keep dialling
         // until the timeout, so a dead provider cost the whole timeout per attempt.
         configuration.connectionPool.retryConnectionEstablishment = false
+        configuration.connectionPool.concurrentHTTP1ConnectionsPerHostSoftLimit = max(1, maxConnectionsPerHost)
         client = HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: configuration)
     }
 

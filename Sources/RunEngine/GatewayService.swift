@@ -1,5 +1,6 @@
 import ArtifactStore
 import ControlPlane
+import Core
 import LLMProviders
 import Logging
 import ServiceLifecycle
@@ -24,13 +25,16 @@ extension RunWorker {
     /// The workers of a process and the provider gateway they share, in the
     /// order a service group should start them (and stop them in reverse).
     public static func services(
-        options: Options, control: ControlPool, secrets: SecretBox, pools: TenantPools, store: ArtifactStore,
-        logger: Logger
+        options: Options, control: ControlPool, controlURL: PostgresURL, secrets: SecretBox, pools: TenantPools,
+        store: ArtifactStore, logger: Logger
     ) -> [any Service] {
-        let gateway = LLMGateway(policy: RetryPolicy(maxRetries: options.providerRetries), logger: logger)
+        let gateway = LLMGateway(
+            policy: RetryPolicy(maxRetries: options.providerRetries), maxConnectionsPerHost: options.maxInflight,
+            logger: logger)
         let worker = RunWorker(
-            options: options, control: control, directory: TenantDirectory(control: control, secrets: secrets),
-            pools: pools, store: store, gateway: gateway, logger: logger)
+            options: options, control: control, listener: RunQueueListener(url: controlURL, logger: logger),
+            directory: TenantDirectory(control: control, secrets: secrets), pools: pools, store: store,
+            gateway: gateway, logger: logger)
         return [GatewayService(gateway: gateway), worker]
     }
 }

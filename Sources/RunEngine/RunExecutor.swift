@@ -26,7 +26,7 @@ struct RunExecutor: Sendable {
     func store<Result: Sendable>(_ body: @Sendable @escaping (TenantStore) async throws -> Result) async throws -> Result {
         let owner = self.owner
         let logger = self.logger
-        return try await pools.withConnection(for: tenant) { connection in
+        return try await pools.withConnection(for: tenant, priority: .worker) { connection in
             try await body(TenantStore(connection: connection, actor: "worker:" + owner, logger: logger))
         }
     }

@@ -58,10 +58,10 @@ extension FleetMigrator {
 
 extension RunWorker.Options {
     /// The worker's options as the process is configured.
-    public init(settings: Settings, concurrency: Int? = nil) {
+    public init(settings: Settings, maxInflight: Int? = nil) {
         self.init(
-            concurrency: concurrency ?? settings.workers, lease: settings.runLease, poll: settings.workerPoll,
-            providerTimeout: settings.providerTimeout, providerRetries: settings.providerRetries,
-            providerKey: { settings.providerKey(for: $0) })
+            maxInflight: maxInflight ?? settings.maxInflight, tenantMaxInflight: settings.tenantMaxInflight,
+            lease: settings.runLease, sweep: settings.workerPoll, providerTimeout: settings.providerTimeout,
+            providerRetries: settings.providerRetries, providerKey: { settings.providerKey(for: $0) })
     }
 }

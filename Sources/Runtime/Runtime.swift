@@ -47,7 +47,9 @@ public struct Runtime: Sendable {
         control = ControlPool(client: controlClient, wait: settings.poolWait, logger: logger)
         registry = PrometheusCollectorRegistry()
         pools = TenantPools(
-            limits: .init(budget: settings.connectionBudget, perTenant: settings.tenantPoolSize, wait: settings.poolWait),
+            limits: .init(
+                budget: settings.connectionBudget, perTenant: settings.tenantPoolSize, wait: settings.poolWait,
+                workerShare: settings.workerBudgetShare),
             metrics: RouterMetrics(registry: registry), logger: logger)
         store = ArtifactStore(root: settings.storageRoot, logger: logger)
         tenantMigrations = try MigrationSet(directory: settings.tenantMigrationsDirectory)
@@ -74,13 +76,14 @@ public struct Runtime: Sendable {
 
     /// The run workers alone, for `tenantplane worker`, with the pools they
     /// run on: the services of a `ServiceGroup`, in start order.
-    public func workerServices(concurrency: Int?) -> [any Service] {
-        [controlClient, pools] + workers(RunWorker.Options(settings: settings, concurrency: concurrency.map { max(1, $0) }))
+    public func workerServices(maxInflight: Int?) -> [any Service] {
+        [controlClient, pools] + workers(RunWorker.Options(settings: settings, maxInflight: maxInflight.map { max(1, $0) }))
     }
 
     private func workers(_ options: RunWorker.Options) -> [any Service] {
         RunWorker.services(
-            options: options, control: control, secrets: secrets, pools: pools, store: store, logger: logger)
+            options: options, control: control, controlURL: controlURL, secrets: secrets, pools: pools, store: store,
+            logger: logger)
     }
 
     /// The router and the services behind it. The run workers (and the
@@ -106,7 +109,7 @@ public struct Runtime: Sendable {
         // Stopped in reverse order: the HTTP server first, then the worker
         // (which gives its leases back through the pools), then the pools.
         var services: [any Service] = [controlClient, pools]
-        if withWorkers, settings.workers > 0 { services += workers(RunWorker.Options(settings: settings)) }
+        if withWorkers, settings.maxInflight > 0 { services += workers(RunWorker.Options(settings: settings)) }
         services.append(ProvisioningReconciler(provisioner: provisioner, logger: logger))
         services.append(
             ArtifactSweeper(

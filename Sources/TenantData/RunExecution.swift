@@ -50,28 +50,34 @@ public struct StepResult: Sendable {
 /// lost its run (lease expired and taken over, run paused or cancelled) changes
 /// nothing and is told so by a `false`.
 extension TenantStore {
-    /// Takes the oldest pending run, or a running one whose lease expired.
-    public func claimRun(owner: String, lease: Duration) async throws -> ClaimedRun? {
-        let seconds = Double(lease.components.seconds) + Double(lease.components.attoseconds) / 1e18
+    /// Takes up to `limit` runs, oldest first: pending ones, or running ones
+    /// whose lease expired. One statement, whatever the batch.
+    public func claimRuns(owner: String, lease: Duration, limit: Int) async throws -> [ClaimedRun] {
         let rows = try await connection.query(
             """
             UPDATE runs SET status = 'running', lease_owner = \(owner),
-                   lease_expires_at = now() + make_interval(secs => \(seconds)), updated_at = now()
-            WHERE id = (
+                   lease_expires_at = now() + make_interval(secs => \(lease.seconds)), updated_at = now()
+            WHERE id IN (
                 SELECT id FROM runs
                 WHERE status = 'pending' OR (status = 'running' AND (lease_expires_at IS NULL OR lease_expires_at < now()))
                 ORDER BY created_at, id
                 FOR UPDATE SKIP LOCKED
-                LIMIT 1
+                LIMIT \(max(1, limit))
             )
-            RETURNING id, steps, COALESCE(input, '{}')::text, COALESCE(config, '{}')::text
+            RETURNING id, steps, COALESCE(input, '{}')::text, COALESCE(config, '{}')::text, created_at
             """,
             logger: logger)
-        guard let row = try await rows.collect().first else { return nil }
-        let (id, steps, input, config) = try row.decode((UUID, [String], String, String).self)
-        return ClaimedRun(
-            id: id, steps: steps, input: Self.jsonValue(input) ?? .object([:]),
-            config: (try? JSONDecoder().decode(RunConfig.self, from: Data(config.utf8))) ?? RunConfig())
+        var claimed: [(Date, ClaimedRun)] = []
+        for try await (id, steps, input, config, created) in rows.decode((UUID, [String], String, String, Date).self) {
+            claimed.append(
+                (
+                    created,
+                    ClaimedRun(
+                        id: id, steps: steps, input: Self.jsonValue(input) ?? .object([:]),
+                        config: (try? JSONDecoder().decode(RunConfig.self, from: Data(config.utf8))) ?? RunConfig())
+                ))
+        }
+        return claimed.sorted { $0.0 < $1.0 }.map(\.1)
     }
 
     /// How many runs still wait, and how many run (under some worker's lease).
@@ -130,17 +136,19 @@ extension TenantStore {
         return try await !rows.collect().isEmpty
     }
 
-    /// Extends the lease; `false` when the run is no longer this worker's.
-    public func renewLease(run: UUID, owner: String, lease: Duration) async throws -> Bool {
-        let seconds = Double(lease.components.seconds) + Double(lease.components.attoseconds) / 1e18
+    /// Extends the leases of this worker's runs in one statement; the runs
+    /// still held (the others were paused, cancelled or taken over).
+    public func renewLeases(runs: [UUID], owner: String, lease: Duration) async throws -> Set<UUID> {
         let rows = try await connection.query(
             """
-            UPDATE runs SET lease_expires_at = now() + make_interval(secs => \(seconds))
-            WHERE id = \(run) AND status = 'running' AND lease_owner = \(owner)
+            UPDATE runs SET lease_expires_at = now() + make_interval(secs => \(lease.seconds))
+            WHERE id = ANY(\(runs)) AND status = 'running' AND lease_owner = \(owner)
             RETURNING id
             """,
             logger: logger)
-        return try await !rows.collect().isEmpty
+        var held = Set<UUID>()
+        for try await id in rows.decode(UUID.self) { held.insert(id) }
+        return held
     }
 
     /// Judges bytes a step writer found under its output's name, under the
@@ -246,6 +254,11 @@ extension TenantStore {
         let (path, digest) = try row.decode((String, String).self)
         return StepOutputReference(path: path, digest: digest)
     }
+}
+
+extension Duration {
+    /// Whole and fractional seconds, for `make_interval(secs => …)`.
+    var seconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
 }
 
 /// See `judgeFoundOutput`.
