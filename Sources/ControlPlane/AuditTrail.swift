@@ -17,9 +17,13 @@ public enum AdminAction: String, Sendable, CaseIterable {
     case tenantMove = "tenant.move"
     case keyIssue = "tenant.key.create"
     case keyRevoke = "tenant.key.revoke"
+    case tenantProviderKeySet = "tenant.secret.set"
+    case tenantProviderKeyClear = "tenant.secret.clear"
     case serverAdd = "server.add"
     case providerAdd = "llm.provider.add"
     case providerUpdate = "llm.provider.update"
+    case providerKeySet = "llm.provider.key.set"
+    case providerKeyClear = "llm.provider.key.clear"
     case modelAdd = "llm.model.add"
     case stepDefaultSet = "llm.default.set"
 
@@ -27,11 +31,11 @@ public enum AdminAction: String, Sendable, CaseIterable {
         switch self {
         case .keyRevoke: "api_key"
         case .serverAdd: "database_server"
-        case .providerAdd, .providerUpdate: "llm_provider"
+        case .providerAdd, .providerUpdate, .providerKeySet, .providerKeyClear: "llm_provider"
         case .modelAdd: "llm_model"
         case .stepDefaultSet: "step_llm_default"
         case .tenantCreate, .tenantSuspend, .tenantResume, .tenantDelete, .tenantUndelete, .tenantPurge, .tenantExport,
-            .tenantImport, .tenantMove, .keyIssue:
+            .tenantImport, .tenantMove, .keyIssue, .tenantProviderKeySet, .tenantProviderKeyClear:
             "tenant"
         }
     }

@@ -37,18 +37,25 @@ public struct LLMProvider: Sendable, Codable, Equatable {
     public var apiBaseURL: String?
     public var isActive: Bool
     public var apiStyle: ProviderStyle?
+    /// Whether the control database holds a key for it (`llm provider
+    /// set-key`); the key itself is never listed.
+    public var keySet: Bool
 
     enum CodingKeys: String, CodingKey {
-        case id, displayName, isActive, apiStyle
+        case id, displayName, isActive, apiStyle, keySet
         case apiBaseURL = "apiBaseUrl"
     }
 
-    public init(id: String, displayName: String, apiBaseURL: String?, isActive: Bool, apiStyle: ProviderStyle?) {
+    public init(
+        id: String, displayName: String, apiBaseURL: String?, isActive: Bool, apiStyle: ProviderStyle?,
+        keySet: Bool = false
+    ) {
         self.id = id
         self.displayName = displayName
         self.apiBaseURL = apiBaseURL
         self.isActive = isActive
         self.apiStyle = apiStyle
+        self.keySet = keySet
     }
 }
 
@@ -146,16 +153,18 @@ extension ControlStore {
     public func providers() async throws -> [LLMProvider] {
         let rows = try await connection.query(
             """
-            SELECT id, display_name, api_base_url, COALESCE(is_active, true), api_style
+            SELECT id, display_name, api_base_url, COALESCE(is_active, true), api_style, api_key_encrypted IS NOT NULL
             FROM llm_providers ORDER BY id
             """,
             logger: logger)
         var result: [LLMProvider] = []
-        for try await (id, name, url, active, style) in rows.decode((String, String, String?, Bool, String?).self) {
+        for try await (id, name, url, active, style, keySet) in rows.decode(
+            (String, String, String?, Bool, String?, Bool).self)
+        {
             result.append(
                 LLMProvider(
                     id: id, displayName: name, apiBaseURL: url, isActive: active,
-                    apiStyle: style.flatMap(ProviderStyle.init(rawValue:))))
+                    apiStyle: style.flatMap(ProviderStyle.init(rawValue:)), keySet: keySet))
         }
         return result
     }

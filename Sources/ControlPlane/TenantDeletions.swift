@@ -71,13 +71,18 @@ extension ControlStore {
         return try await rows.collect().map { try $0.decode(UUID.self) }
     }
 
-    /// The purge's control-database part, in one transaction: the keys and
-    /// the run-queue row go, the fence and the secret too, and the row stays
-    /// as `deleted`. Returns how many keys were removed.
-    public func finishPurge(_ slug: TenantSlug) async throws -> Int {
+    /// The purge's control-database part, in one transaction: the API keys,
+    /// the tenant's own provider keys and the run-queue row go, the fence and
+    /// the secret too, and the row stays as `deleted` (a tenant created later
+    /// under the slug must not inherit a former customer's provider keys).
+    /// Returns how many keys of each kind were removed.
+    public func finishPurge(_ slug: TenantSlug) async throws -> (apiKeys: Int, providerKeys: Int) {
         try await connection.transaction(logger: logger) { connection in
             let keys = try await connection.query(
                 "DELETE FROM tenant_api_keys WHERE tenant_id = \(slug.rawValue) RETURNING id", logger: logger
+            ).collect().count
+            let providerKeys = try await connection.query(
+                "DELETE FROM tenant_provider_keys WHERE tenant_id = \(slug.rawValue) RETURNING provider_id", logger: logger
             ).collect().count
             try await connection.query("DELETE FROM tenant_run_queue WHERE tenant_id = \(slug.rawValue)", logger: logger)
             try await connection.query(
@@ -87,7 +92,7 @@ extension ControlStore {
                 WHERE id = \(slug.rawValue)
                 """,
                 logger: logger)
-            return keys
+            return (keys, providerKeys)
         }
     }
 }

@@ -13,12 +13,13 @@ public struct PurgeReport: Sendable, Codable, Equatable {
     public var storageRemoved: Bool
     public var archivesRemoved: Int
     public var keysRemoved: Int
+    public var providerKeysRemoved: Int
 
     var auditDetails: [String: String] {
         [
             "database_dropped": "\(databaseDropped)", "role_dropped": "\(roleDropped)",
             "storage_removed": "\(storageRemoved)", "archives_removed": "\(archivesRemoved)",
-            "keys_removed": "\(keysRemoved)",
+            "keys_removed": "\(keysRemoved)", "provider_keys_removed": "\(providerKeysRemoved)",
         ]
     }
 }
@@ -166,7 +167,7 @@ extension Provisioner {
         let names = try TenantNames(slug)
         var report = PurgeReport(
             tenant: slug.rawValue, databaseDropped: false, roleDropped: false, storageRemoved: false,
-            archivesRemoved: 0, keysRemoved: 0)
+            archivesRemoved: 0, keysRemoved: 0, providerKeysRemoved: 0)
         if let server = tenant.server {
             try await withServerAdmin(server, store: store) { admin in
                 report.databaseDropped = try await admin.databaseExists(names.database)
@@ -180,7 +181,7 @@ extension Provisioner {
         for job in try await store.exportJobs(of: slug) where try trees.removeExportArchive(job: job) {
             report.archivesRemoved += 1
         }
-        report.keysRemoved = try await store.finishPurge(slug)
+        (report.keysRemoved, report.providerKeysRemoved) = try await store.finishPurge(slug)
         try await store.audit(
             actor, .tenantPurge, resourceId: slug.rawValue, succeeded: true,
             details: report.auditDetails)
