@@ -18,8 +18,53 @@ extension Tenantplane.LLM {
         static let configuration = CommandConfiguration(
             commandName: "provider",
             abstract: "LLM providers (claude, gemini, openai, local are built in).",
-            subcommands: [Add.self, Update.self, List.self]
+            subcommands: [Add.self, Update.self, List.self, SetKey.self, ClearKey.self]
         )
+
+        struct SetKey: AsyncParsableCommand {
+            static let configuration = CommandConfiguration(
+                commandName: "set-key",
+                abstract: "Store a provider's API key (read from standard input), sealed in the control database.",
+                discussion: """
+                    The key is read from standard input, never from an argument (ps and the shell history \
+                    would show it) nor from a terminal: printf '%s' "$KEY" | tenantplane llm provider set-key ID. \
+                    It is sealed with AES-GCM under TENANTPLANE_MASTER_KEY, the provider id as authenticated \
+                    data, so every replica and worker uses it. A tenant's call takes the tenant's own key \
+                    (tenant secret set) first, then TENANTPLANE_<ID>_API_KEY from the process's environment, \
+                    then this key.
+                    """)
+
+            @Argument(help: "Provider id.") var id: String
+            @OptionGroup var output: JSONFlag
+
+            func run() async throws {
+                try await reportingFailures {
+                    let key = try KeyInput.read()
+                    let context = try CommandContext()
+                    let provider = try await context.withControl { store in
+                        try await store.setProviderKey(id, key: key, secrets: context.secrets, actor: context.actor)
+                    }
+                    if output.json { try Output.json(provider) } else { Output.line("stored the key of provider \(provider.id)") }
+                }
+            }
+        }
+
+        struct ClearKey: AsyncParsableCommand {
+            static let configuration = CommandConfiguration(
+                commandName: "clear-key",
+                abstract: "Remove a provider's stored API key (TENANTPLANE_<ID>_API_KEY, where set, still applies).")
+
+            @Argument(help: "Provider id.") var id: String
+            @OptionGroup var output: JSONFlag
+
+            func run() async throws {
+                try await reportingFailures {
+                    let context = try CommandContext()
+                    let provider = try await context.withControl { try await $0.clearProviderKey(id, actor: context.actor) }
+                    if output.json { try Output.json(provider) } else { Output.line("cleared the key of provider \(provider.id)") }
+                }
+            }
+        }
 
         struct Update: AsyncParsableCommand {
             static let configuration = CommandConfiguration(
@@ -72,7 +117,8 @@ extension Tenantplane.LLM {
         }
 
         struct List: AsyncParsableCommand {
-            static let configuration = CommandConfiguration(commandName: "list", abstract: "List providers.")
+            static let configuration = CommandConfiguration(
+                commandName: "list", abstract: "List providers, and whether each has a stored key (never the key).")
             @OptionGroup var output: JSONFlag
 
             func run() async throws {
@@ -81,9 +127,12 @@ extension Tenantplane.LLM {
                     let providers = try await context.withControl { try await $0.providers() }
                     if output.json { return try Output.json(providers) }
                     Output.table(
-                        ["ID", "NAME", "STYLE", "ACTIVE", "BASE URL"],
+                        ["ID", "NAME", "STYLE", "ACTIVE", "KEY SET", "BASE URL"],
                         providers.map {
-                            [$0.id, $0.displayName, $0.apiStyle?.rawValue ?? "-", $0.isActive ? "yes" : "no", $0.apiBaseURL ?? "-"]
+                            [
+                                $0.id, $0.displayName, $0.apiStyle?.rawValue ?? "-", $0.isActive ? "yes" : "no",
+                                $0.keySet ? "yes" : "no", $0.apiBaseURL ?? "-",
+                            ]
                         })
                 }
             }

@@ -10,10 +10,11 @@ extension Tenantplane {
     struct Tenant: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "tenant",
-            abstract: "Create, inspect, suspend, resume, delete, undelete, export, import and move tenants; manage their API keys.",
+            abstract:
+                "Create, inspect, suspend, resume, delete, undelete, export, import and move tenants; manage their API keys and provider keys.",
             subcommands: [
-                Create.self, List.self, Show.self, Suspend.self, Resume.self, Delete.self, Undelete.self, Key.self, Export.self,
-                Import.self, Move.self,
+                Create.self, List.self, Show.self, Suspend.self, Resume.self, Delete.self, Undelete.self, Key.self,
+                Secret.self, Export.self, Import.self, Move.self,
             ]
         )
     }
@@ -244,6 +245,93 @@ extension Tenantplane.Tenant {
                     let context = try CommandContext()
                     let key = try await context.withControl { try await $0.revokeKey(keyID, actor: context.actor) }
                     if output.json { try Output.json(key) } else { Output.line("revoked key \(key.id) of tenant \(key.tenantId)") }
+                }
+            }
+        }
+    }
+}
+
+extension Tenantplane.Tenant {
+    struct Secret: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "secret",
+            abstract: "A tenant's own LLM provider keys, used for its calls before any other.",
+            subcommands: [Set.self, Clear.self, List.self]
+        )
+
+        struct Set: AsyncParsableCommand {
+            static let configuration = CommandConfiguration(
+                commandName: "set",
+                abstract: "Store the tenant's own key for a provider (read from standard input), sealed.",
+                discussion: """
+                    The key is read from standard input, never from an argument nor from a terminal: \
+                    printf '%s' "$KEY" | tenantplane tenant secret set SLUG --provider ID. It is sealed with \
+                    AES-GCM under TENANTPLANE_MASTER_KEY, the tenant and provider ids as authenticated data. \
+                    The tenant's calls to that provider use it before TENANTPLANE_<ID>_API_KEY and the \
+                    provider's stored key. The purge of the tenant removes it.
+                    """)
+
+            @Argument(help: "Tenant id.") var slug: String
+            @Option(name: .long, help: "Provider id.") var provider: String
+            @OptionGroup var output: JSONFlag
+
+            func run() async throws {
+                try await reportingFailures {
+                    let slug = try TenantSlug(slug)
+                    let key = try KeyInput.read()
+                    let context = try CommandContext()
+                    let stored = try await context.withControl { store in
+                        try await store.setTenantProviderKey(
+                            slug, provider: provider, key: key, secrets: context.secrets, actor: context.actor)
+                    }
+                    if output.json { return try Output.json(stored) }
+                    Output.line("stored tenant \(stored.tenantId)'s own key for provider \(stored.providerId)")
+                }
+            }
+        }
+
+        struct Clear: AsyncParsableCommand {
+            static let configuration = CommandConfiguration(
+                commandName: "clear",
+                abstract: "Remove the tenant's own key for a provider; its calls fall back to the provider's key.")
+
+            @Argument(help: "Tenant id.") var slug: String
+            @Option(name: .long, help: "Provider id.") var provider: String
+            @OptionGroup var output: JSONFlag
+
+            func run() async throws {
+                try await reportingFailures {
+                    let slug = try TenantSlug(slug)
+                    let context = try CommandContext()
+                    let cleared = try await context.withControl { store in
+                        try await store.clearTenantProviderKey(slug, provider: provider, actor: context.actor)
+                    }
+                    if output.json { return try Output.json(cleared) }
+                    Output.line("cleared tenant \(cleared.tenantId)'s own key for provider \(cleared.providerId)")
+                }
+            }
+        }
+
+        struct List: AsyncParsableCommand {
+            static let configuration = CommandConfiguration(
+                commandName: "list",
+                abstract: "List the providers a tenant has its own key for (never the keys).")
+
+            @Argument(help: "Tenant id.") var slug: String
+            @OptionGroup var output: JSONFlag
+
+            func run() async throws {
+                try await reportingFailures {
+                    let slug = try TenantSlug(slug)
+                    let context = try CommandContext()
+                    let keys = try await context.withControl { try await $0.tenantProviderKeys(slug) }
+                    if output.json { return try Output.json(keys) }
+                    let formatter = ISO8601DateFormatter()
+                    Output.table(
+                        ["PROVIDER", "CREATED", "UPDATED"],
+                        keys.map {
+                            [$0.providerId, $0.createdAt.map(formatter.string(from:)) ?? "-", $0.updatedAt.map(formatter.string(from:)) ?? "-"]
+                        })
                 }
             }
         }

@@ -73,12 +73,19 @@ struct CLIRunner: Sendable {
         try await Self.runProcess(try Self.binary, arguments, environment: environment, killAfter: killAfter)
     }
 
+    /// Runs the command with `input` piped to its standard input, as
+    /// `printf '%s' "$KEY" | tenantplane …` does.
+    func run(_ arguments: [String], standardInput input: String) async throws -> Result {
+        try await Self.runProcess(try Self.binary, arguments, environment: environment, standardInput: Data(input.utf8))
+    }
+
     /// Runs any program (the real `tar`, `pg_dump`, …) and collects its output.
     /// `environment` nil inherits this process's. Pipes are drained and the
     /// exit awaited on Dispatch threads: blocking Swift's cooperative pool (two
     /// threads here) would stall other tests.
     static func runProcess(
-        _ executable: URL, _ arguments: [String], environment: [String: String]?, killAfter: Duration? = nil
+        _ executable: URL, _ arguments: [String], environment: [String: String]?, killAfter: Duration? = nil,
+        standardInput: Data? = nil
     ) async throws -> Result {
         let process = Process()
         process.executableURL = executable
@@ -88,13 +95,20 @@ struct CLIRunner: Sendable {
         let stderr = Pipe()
         process.standardOutput = stdout
         process.standardError = stderr
-        process.standardInput = FileHandle.nullDevice
+        let stdin = standardInput.map { _ in Pipe() }
+        process.standardInput = stdin ?? FileHandle.nullDevice
         async let outData = readToEnd(stdout.fileHandleForReading)
         async let errData = readToEnd(stderr.fileHandleForReading)
         let exitCode: Int32 = try await withCheckedThrowingContinuation { continuation in
             process.terminationHandler = { continuation.resume(returning: $0.terminationStatus) }
             do {
                 try process.run()
+                if let stdin, let standardInput {
+                    DispatchQueue.global().async {
+                        try? stdin.fileHandleForWriting.write(contentsOf: standardInput)
+                        try? stdin.fileHandleForWriting.close()
+                    }
+                }
                 // Without a planned kill, a command still running after five
                 // minutes is hung: kill it so the test fails instead of the run hanging.
                 let limit = killAfter ?? .seconds(300)
