@@ -19,6 +19,11 @@ struct AdminLLMRoutes {
         let modelClass: String
     }
 
+    /// The body that stores a provider key: `{"api_key": "..."}`.
+    struct NewProviderKey: Decodable {
+        let apiKey: String
+    }
+
     struct NewDefault: Decodable {
         let providerId: String
         let modelClass: String
@@ -54,6 +59,17 @@ struct AdminLLMRoutes {
             let id = context.parameters.get("provider") ?? ""
             let change = try await request.decode(as: ProviderChange.self, context: context)
             return try await control.run { try await $0.updateProvider(id, change: change, actor: .adminToken) }
+        }
+        llm.put("providers/:provider/key") { request, context -> LLMProvider in
+            let id = try context.parameters.require("provider")
+            let body = try await request.decode(as: NewProviderKey.self, context: context)
+            return try await control.run { [secrets = control.secrets] store in
+                try await store.setProviderKey(id, key: body.apiKey, secrets: secrets, actor: .adminToken)
+            }
+        }
+        llm.delete("providers/:provider/key") { _, context -> LLMProvider in
+            let id = try context.parameters.require("provider")
+            return try await control.run { try await $0.clearProviderKey(id, actor: .adminToken) }
         }
         llm.get("models") { _, _ in
             Models(models: try await control.run { try await $0.models() })

@@ -19,6 +19,7 @@ struct AdminTenantRoutes {
 
     struct Tenants: ResponseEncodable { let tenants: [TenantRecord] }
     struct Keys: ResponseEncodable { let keys: [APIKeyRecord] }
+    struct ProviderKeys: ResponseEncodable { let providerKeys: [TenantProviderKey] }
 
     func register(on admin: RouterGroup<APIRequestContext>) {
         admin.post("tenants") { request, context -> EditedResponse<TenantRecord> in
@@ -70,6 +71,24 @@ struct AdminTenantRoutes {
             defer { tenantChanged(slug) }
             return try await control.run { try await $0.revokeKey(keyID, of: slug, actor: .adminToken) }
         }
+        admin.get("tenants/:id/providers") { _, context -> ProviderKeys in
+            let slug = try Self.slug(context)
+            return ProviderKeys(providerKeys: try await control.run { try await $0.tenantProviderKeys(slug) })
+        }
+        admin.put("tenants/:id/providers/:provider/key") { request, context -> TenantProviderKey in
+            let slug = try Self.slug(context)
+            let provider = try context.parameters.require("provider")
+            let body = try await request.decode(as: AdminLLMRoutes.NewProviderKey.self, context: context)
+            return try await control.run { [secrets = control.secrets] store in
+                try await store.setTenantProviderKey(
+                    slug, provider: provider, key: body.apiKey, secrets: secrets, actor: .adminToken)
+            }
+        }
+        admin.delete("tenants/:id/providers/:provider/key") { _, context -> TenantProviderKey in
+            let slug = try Self.slug(context)
+            let provider = try context.parameters.require("provider")
+            return try await control.run { try await $0.clearTenantProviderKey(slug, provider: provider, actor: .adminToken) }
+        }
     }
 
     /// The path's tenant id; a malformed one is a 404 like an unknown one.
@@ -84,3 +103,4 @@ struct AdminTenantRoutes {
 extension TenantRecord: ResponseEncodable {}
 extension IssuedAPIKey: ResponseEncodable {}
 extension APIKeyRecord: ResponseEncodable {}
+extension TenantProviderKey: ResponseEncodable {}
