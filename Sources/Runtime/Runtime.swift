@@ -110,6 +110,12 @@ public struct Runtime: Sendable {
         // (which gives its leases back through the pools), then the pools.
         var services: [any Service] = [controlClient, pools]
         if withWorkers, settings.maxInflight > 0 { services += workers(RunWorker.Options(settings: settings)) }
+        services.append(
+            ConnectionCapacityCheck(
+                need: .init(
+                    budget: settings.connectionBudget, adminJobs: settings.adminJobs,
+                    controlPool: settings.controlPoolSize, listens: withWorkers && settings.maxInflight > 0),
+                control: control, controlURL: controlURL, secrets: secrets, logger: logger))
         services.append(ProvisioningReconciler(provisioner: provisioner, logger: logger))
         services.append(
             ArtifactSweeper(
