@@ -32,6 +32,7 @@ final class FakeProvider: Sendable {
     let slowDelay: Duration
     private let counts = Mutex<[String: Int]>([:])
     private let slowAnswers = Mutex(0)
+    private let slowInFlight = Mutex((now: 0, peak: 0))
 
     init(style: ProviderStyle, apiKey: String = FakeProvider.apiKey, slowDelay: Duration = .seconds(1)) {
         self.style = style
@@ -46,6 +47,9 @@ final class FakeProvider: Sendable {
 
     /// Answers to `slow` the fake got as far as sending, after their delay.
     var slowAnswersSent: Int { slowAnswers.withLock { $0 } }
+
+    /// The most `slow` requests the fake held at once.
+    var peakSlowInFlight: Int { slowInFlight.withLock { $0.peak } }
 
     /// Serves the fake on 127.0.0.1 and runs `body` with its base URL.
     func serve<Value: Sendable>(_ body: @Sendable (_ baseURL: String) async throws -> Value) async throws -> Value {
@@ -109,6 +113,8 @@ final class FakeProvider: Sendable {
         case "nul":
             return success(Asked(model: asked.model, prompt: "before\u{0000}after", maxTokens: asked.maxTokens))
         case "slow":
+            slowInFlight.withLock { $0.now += 1; $0.peak = max($0.peak, $0.now) }
+            defer { slowInFlight.withLock { $0.now -= 1 } }
             try await Task.sleep(for: slowDelay)
             slowAnswers.withLock { $0 += 1 }
             return success(asked)
