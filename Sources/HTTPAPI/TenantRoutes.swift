@@ -43,7 +43,7 @@ struct TenantRoutes {
         }
         group.get("runs/{id}") { _, context -> Response in
             let id = context.parameters.get("id") ?? ""
-            let run = try await context.requireTenant().withStore { try await $0.run(id: id) }
+            let run = try await context.requireTenant().withStore { try await $0.runWithInput(id: id) }
             return TenantJSON.response(json: run.json)
         }
         group.get("runs/{id}/steps") { _, context -> Response in

@@ -2,6 +2,10 @@
 public enum JSONValue: Sendable, Equatable, Codable {
     case null
     case bool(Bool)
+    /// A whole number that fits 64 bits, kept exactly: a `Double` holds
+    /// integers only up to 2^53, and ids (9007199254740993) go past it.
+    case integer(Int64)
+    /// Any other number: a fraction, or a whole number beyond 64 bits.
     case number(Double)
     case string(String)
     case array([JSONValue])
@@ -13,6 +17,8 @@ public enum JSONValue: Sendable, Equatable, Codable {
             self = .null
         } else if let value = try? container.decode(Bool.self) {
             self = .bool(value)
+        } else if let value = try? container.decode(Int64.self) {
+            self = .integer(value)
         } else if let value = try? container.decode(Double.self) {
             self = .number(value)
         } else if let value = try? container.decode(String.self) {
@@ -29,6 +35,7 @@ public enum JSONValue: Sendable, Equatable, Codable {
         switch self {
         case .null: try container.encodeNil()
         case .bool(let value): try container.encode(value)
+        case .integer(let value): try container.encode(value)
         case .number(let value): try container.encode(value)
         case .string(let value): try container.encode(value)
         case .array(let value): try container.encode(value)
@@ -39,7 +46,7 @@ public enum JSONValue: Sendable, Equatable, Codable {
     /// Whether U+0000 appears in any string or key.
     public var containsNUL: Bool {
         switch self {
-        case .null, .bool, .number: false
+        case .null, .bool, .integer, .number: false
         case .string(let value): value.contains("\u{0}")
         case .array(let values): values.contains { $0.containsNUL }
         case .object(let fields): fields.contains { $0.key.contains("\u{0}") || $0.value.containsNUL }

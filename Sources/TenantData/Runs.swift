@@ -6,15 +6,18 @@ public enum RunStatus: String, Sendable, Codable, CaseIterable {
     case pending, running, paused, completed, failed, cancelled
 }
 
-/// A run as the API shows it. Its input stays in the database; its steps'
-/// outputs stay in the artifact store. `configJSON` is the stored config as
-/// PostgreSQL wrote it, passed through rather than decoded and re-encoded.
+/// A run as the API shows it; its steps' outputs stay in the artifact store.
+/// `configJSON` and `inputJSON` are the stored jsonb as PostgreSQL wrote it,
+/// passed through rather than decoded and re-encoded (so a number keeps every
+/// digit). The input, which may be large, is read only for the one run
+/// `GET /v1/runs/{id}` shows, never for lists.
 public struct RunRecord: Sendable, Equatable {
     public var id: UUID
     public var status: RunStatus
     public var currentStep: String?
     public var steps: [String]
     public var configJSON: String
+    public var inputJSON: String?
     public var createdAt: String
     public var updatedAt: String
 
@@ -28,6 +31,10 @@ public struct RunRecord: Sendable, Equatable {
         json.optionalString(currentStep)
         json.key("id")
         json.string(id.uuidString.lowercased())
+        if let inputJSON {
+            json.key("input")
+            json.raw(inputJSON)
+        }
         json.key("status")
         json.string(status.rawValue)
         json.key("steps")
@@ -123,6 +130,14 @@ extension TenantStore {
             configJSON: config, createdAt: created, updatedAt: updated)
     }
 
+    static func decodeRunWithInput(_ row: PostgresRow) throws -> RunRecord {
+        let (id, status, current, steps, config, created, updated, input) = try row.decode(
+            (UUID, String, String?, [String], String, String, String, String).self)
+        return RunRecord(
+            id: id, status: RunStatus(rawValue: status) ?? .failed, currentStep: current, steps: steps,
+            configJSON: config, inputJSON: input, createdAt: created, updatedAt: updated)
+    }
+
     /// The hot read: prepared once per connection, then only bound and run.
     struct RunByID: PostgresPreparedStatement {
         static let name = "tenantplane_run_by_id"
@@ -138,6 +153,24 @@ extension TenantStore {
 
         func decodeRow(_ row: PostgresRow) throws -> RunRecord {
             try TenantStore.decodeRun(row)
+        }
+    }
+
+    /// The same with the run's input, for `GET /v1/runs/{id}`.
+    struct RunWithInputByID: PostgresPreparedStatement {
+        static let name = "tenantplane_run_with_input_by_id"
+        static let sql = "SELECT \(runColumns), COALESCE(input, '{}')::text FROM runs WHERE id = $1"
+        typealias Row = RunRecord
+        let id: UUID
+
+        func makeBindings() throws -> PostgresBindings {
+            var bindings = PostgresBindings()
+            bindings.append(id)
+            return bindings
+        }
+
+        func decodeRow(_ row: PostgresRow) throws -> RunRecord {
+            try TenantStore.decodeRunWithInput(row)
         }
     }
 
@@ -168,6 +201,15 @@ extension TenantStore {
     public func run(id: String) async throws -> RunRecord {
         guard let uuid = UUID(uuidString: id) else { throw TenantDataError.runNotFound }
         for try await run in try await connection.execute(RunByID(id: uuid), logger: logger) {
+            return run
+        }
+        throw TenantDataError.runNotFound
+    }
+
+    /// The run with its input, as `GET /v1/runs/{id}` shows it.
+    public func runWithInput(id: String) async throws -> RunRecord {
+        guard let uuid = UUID(uuidString: id) else { throw TenantDataError.runNotFound }
+        for try await run in try await connection.execute(RunWithInputByID(id: uuid), logger: logger) {
             return run
         }
         throw TenantDataError.runNotFound

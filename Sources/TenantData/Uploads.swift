@@ -29,7 +29,7 @@ extension TenantStore {
     public func recordUpload(run: UUID, step: StepName, name: String, path: String, digest: String, size: Int)
         async throws -> UploadedArtifact
     {
-        let metadata = try Self.json(["name": JSONValue.string(name), "size": .number(Double(size))])
+        let metadata = try Self.json(["name": JSONValue.string(name), "size": .integer(Int64(size))])
         let details = try Self.json(["step": step.rawValue, "name": name, "digest": digest])
         let rows = try await connection.query(
             """
