@@ -32,7 +32,8 @@ extension RunWorker {
             policy: RetryPolicy(maxRetries: options.providerRetries), maxConnectionsPerHost: options.maxInflight,
             logger: logger)
         let worker = RunWorker(
-            options: options, control: control, listener: RunQueueListener(url: controlURL, logger: logger),
+            options: options, control: control, secrets: secrets,
+            listener: RunQueueListener(url: controlURL, logger: logger),
             directory: TenantDirectory(control: control, secrets: secrets), pools: pools, store: store,
             gateway: gateway, logger: logger)
         return [GatewayService(gateway: gateway), worker]

@@ -16,7 +16,9 @@ struct RunExecutor: Sendable {
     let artifacts: TenantArtifacts
     let pools: TenantPools
     let control: ControlPool
+    let secrets: SecretBox
     let gateway: LLMGateway
+    /// The process's TENANTPLANE_<ID>_API_KEY for a provider id.
     let providerKey: @Sendable (String) -> String?
     let providerTimeout: Duration
     let retriesPerCall: Int
@@ -95,12 +97,12 @@ struct RunExecutor: Sendable {
             throw StepFailure.noPrompt(step: step)
         }
         let override = run.config.models[step]
-        let (resolution, provider) = try await resolve(step, override: override)
+        let (resolution, provider, apiKey) = try await resolve(step, override: override)
         model = resolution.modelName
         let rendered = try PromptTemplate.render(prompt.content, input: run.input, outputs: outputs)
         let style = provider.apiStyle ?? .local
         let endpoint = ProviderEndpoint(
-            providerID: provider.id, style: style, baseURL: provider.apiBaseURL, apiKey: providerKey(provider.id),
+            providerID: provider.id, style: style, baseURL: provider.apiBaseURL, apiKey: apiKey,
             timeout: providerTimeout)
         let completion: Completion
         do {
@@ -135,14 +137,21 @@ struct RunExecutor: Sendable {
         return (completion.text, result)
     }
 
-    private func resolve(_ step: String, override: String?) async throws -> (ModelResolution, LLMProvider) {
+    /// The model, its provider and the key the call is made with (see
+    /// `ControlStore.providerCredential`), in one control round trip.
+    private func resolve(_ step: String, override: String?) async throws -> (ModelResolution, LLMProvider, String?) {
+        let tenantID = tenant.tenantID
+        let secrets = self.secrets
+        let environmentKey = providerKey
         do {
             return try await control.run { store in
                 let resolution = try await store.resolveModel(step: step, override: override)
                 guard let provider = try await store.provider(id: resolution.providerId), provider.isActive else {
                     throw ControlError.conflict("provider \(resolution.providerId) is not active")
                 }
-                return (resolution, provider)
+                let key = try await store.providerCredential(
+                    provider: provider.id, tenant: tenantID, secrets: secrets, environmentKey: environmentKey(provider.id))
+                return (resolution, provider, key)
             }
         } catch let error as any OperatorError where !(error is ControlUnavailable) {
             throw StepFailure.noModel(error.message)

@@ -35,7 +35,9 @@ public final class RunWorker: Service, Sendable {
         public var sweep: Duration
         public var providerTimeout: Duration
         public var providerRetries: Int
-        /// A provider's API key by provider id.
+        /// The process's own key for a provider id (TENANTPLANE_<ID>_API_KEY),
+        /// which wins over the key stored for the provider, not over a
+        /// tenant's own.
         public var providerKey: @Sendable (String) -> String?
 
         public init(
@@ -71,6 +73,7 @@ public final class RunWorker: Service, Sendable {
 
     let options: Options
     let control: ControlPool
+    let secrets: SecretBox
     let listener: RunQueueListener
     let directory: TenantDirectory
     let pools: TenantPools
@@ -85,11 +88,13 @@ public final class RunWorker: Service, Sendable {
     private let interrupted = Mutex<[String: TenantIdentity]>([:])
 
     public init(
-        options: Options, control: ControlPool, listener: RunQueueListener, directory: TenantDirectory,
+        options: Options, control: ControlPool, secrets: SecretBox, listener: RunQueueListener,
+        directory: TenantDirectory,
         pools: TenantPools, store: ArtifactStore, gateway: LLMGateway, logger: Logger
     ) {
         self.options = options
         self.control = control
+        self.secrets = secrets
         self.listener = listener
         self.directory = directory
         self.pools = pools

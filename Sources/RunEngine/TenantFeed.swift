@@ -31,7 +31,8 @@ final class TenantFeed: Sendable {
             let tenant = try await worker.directory.identity(of: tenantID, actor: "worker")
             executor = RunExecutor(
                 tenant: tenant, artifacts: try worker.store.tenant(tenantID), pools: worker.pools,
-                control: worker.control, gateway: worker.gateway, providerKey: options.providerKey,
+                control: worker.control, secrets: worker.secrets, gateway: worker.gateway,
+                providerKey: options.providerKey,
                 providerTimeout: options.providerTimeout, retriesPerCall: options.providerRetries,
                 owner: worker.owner, logger: logger)
         } catch let error as TenantAccessError where error == .suspended || error.code == "tenant_not_serving" {
