@@ -305,7 +305,10 @@ public final class TenantPools: Service, Sendable {
         var size = 1
         if var pool = state.pools[id] {
             if pool.database == tenant.database {
-                let queues = pool.inFlight >= pool.size && pool.size < limits.perTenant
+                // Only requests grow a pool: a larger pool costs other tenants
+                // their connections, and run workers' short statements can
+                // queue on one connection where a customer's request should not.
+                let queues = priority == .request && pool.inFlight >= pool.size && pool.size < limits.perTenant
                 if !queues || !makeRoom(for: limits.perTenant, &state) {
                     pool.inFlight += 1
                     pool.use(at: state.tick)
