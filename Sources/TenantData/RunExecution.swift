@@ -170,7 +170,9 @@ extension TenantStore {
     }
 
     /// Records a step's result: its output's artifacts row and the completed
-    /// steps row, in one transaction, only while the lease is held.
+    /// steps row, only while the lease is held. One statement (one round trip
+    /// on a connection many runs share): the run row is locked first, as
+    /// `judgeFoundOutput` locks it, and every write depends on that lock.
     public func completeStep(run: UUID, step: String, owner: String, result: StepResult) async throws -> Bool {
         let usage = try Self.json(["input_tokens": result.inputTokens, "output_tokens": result.outputTokens])
         let metadata = try Self.json(
@@ -178,27 +180,24 @@ extension TenantStore {
                 summary: result.summary,
                 metrics: .init(
                     inputTokens: result.inputTokens, outputTokens: result.outputTokens, characters: result.characters)))
-        return try await connection.transaction(logger: logger) { connection in
-            let held = try await connection.query(
-                "SELECT 1 FROM runs WHERE id = \(run) AND status = 'running' AND lease_owner = \(owner) FOR UPDATE",
-                logger: logger)
-            guard try await !held.collect().isEmpty else { return false }
-            try await connection.query(
-                """
+        let rows = try await connection.query(
+            """
+            WITH held AS (
+                SELECT id FROM runs WHERE id = \(run) AND status = 'running' AND lease_owner = \(owner) FOR UPDATE
+            ), output AS (
                 INSERT INTO artifacts (run_id, step, file_type, file_path, digest, metadata)
-                VALUES (\(run), \(step), 'output', \(result.output.path), \(result.output.digest), \(metadata)::jsonb)
-                """,
-                logger: logger)
-            try await connection.query(
-                """
+                SELECT id, \(step), 'output', \(result.output.path), \(result.output.digest), \(metadata)::jsonb FROM held
+            ), completed AS (
                 UPDATE steps SET status = 'completed', llm_model = \(result.model), token_usage = \(usage)::jsonb,
                        retry_count = \(result.retries), error_message = NULL, completed_at = now()
-                WHERE run_id = \(run) AND step = \(step)
-                """,
-                logger: logger)
-            try await connection.query("UPDATE runs SET updated_at = now() WHERE id = \(run)", logger: logger)
-            return true
-        }
+                WHERE run_id IN (SELECT id FROM held) AND step = \(step)
+            ), touched AS (
+                UPDATE runs SET updated_at = now() WHERE id IN (SELECT id FROM held)
+            )
+            SELECT count(*)::int FROM held
+            """,
+            logger: logger)
+        return try await rows.collect().first?.decode(Int.self) == 1
     }
 
     /// Records a failed step and fails the run (retryable with `POST …/retry`).
