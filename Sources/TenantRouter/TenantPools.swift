@@ -82,8 +82,8 @@ public final class TenantPools: Service, Sendable {
     private let state = Mutex(State())
     private let launches: AsyncStream<Launch>
     private let launcher: AsyncStream<Launch>.Continuation
-    private let metrics: RouterMetrics
-    private let logger: Logger
+    let metrics: RouterMetrics
+    let logger: Logger
 
     public init(limits: Limits, metrics: RouterMetrics, logger: Logger) {
         self.limits = limits
@@ -183,54 +183,6 @@ public final class TenantPools: Service, Sendable {
                 openPools: $0.pools.count, reservedConnections: $0.reserved, requestsInFlight: $0.inFlight,
                 workersInFlight: $0.workersInFlight, waitingRequests: $0.waiters.waitingRequests,
                 waitingWorkers: $0.waiters.waitingWorkers)
-        }
-    }
-
-    // MARK: - Leasing
-
-    private func lease<Result: Sendable>(
-        _ client: PostgresClient, until deadline: ContinuousClock.Instant,
-        _ body: @Sendable @escaping (PostgresConnection) async throws -> Result
-    ) async throws -> Result {
-        let leased = LeaseFlag()
-        let inUse = metrics.connectionsInUse
-        return try await withThrowingTaskGroup(of: LeaseOutcome<Result>.self) { group in
-            group.addTask {
-                .finished(
-                    try await client.withConnection { connection in
-                        leased.value.store(true, ordering: .relaxed)
-                        inUse.increment()
-                        defer { inUse.decrement() }
-                        return try await body(connection)
-                    })
-            }
-            group.addTask {
-                do {
-                    try await Task.sleep(until: deadline, clock: .continuous)
-                    return .timerFired
-                } catch {
-                    // Cancelled: the caller gave up, which says nothing about the database.
-                    return .cancelled
-                }
-            }
-            while let outcome = try await group.next() {
-                switch outcome {
-                case .finished(let result):
-                    group.cancelAll()
-                    return result
-                case .timerFired:
-                    if !leased.value.load(ordering: .relaxed) {
-                        group.cancelAll()
-                        throw LeaseTimeout()
-                    }
-                case .cancelled:
-                    if !leased.value.load(ordering: .relaxed) {
-                        group.cancelAll()
-                        throw CancellationError()
-                    }
-                }
-            }
-            throw CancellationError()
         }
     }
 
@@ -436,43 +388,8 @@ public final class TenantPools: Service, Sendable {
         logger.debug("tenant pool closed", metadata: ["tenant": "\(launch.tenantID)"])
     }
 
-    private func makeClient(for database: PostgresURL, size: Int) -> PostgresClient {
-        var configuration = database.clientConfiguration()
-        configuration.options.minimumConnections = 0
-        configuration.options.maximumConnections = size
-        configuration.options.connectionIdleTimeout = .seconds(60)
-        // A session left inside a transaction (a request cancelled between
-        // BEGIN and COMMIT) would keep its row locks, and a run locked that
-        // way is skipped by every claim (SKIP LOCKED) for good. PostgreSQL
-        // ends such a session after 30 s, and its locks with it. The other
-        // pinned settings win over any the tenant's own SQL persisted.
-        configuration.options.additionalStartupParameters = [
-            ("options", TenantLogin.startupOptions(overriding: [("idle_in_transaction_session_timeout", "30s")]))
-        ]
-        // The pool warns when a request arrives a moment before `run()` has
-        // started, which is how every new tenant pool begins; what matters
-        // (unreachable databases) this type logs itself.
-        var poolLogger = logger
-        poolLogger.logLevel = max(logger.logLevel, .error)
-        return PostgresClient(configuration: configuration, backgroundLogger: poolLogger)
-    }
-
     private func publish(_ state: State) {
         metrics.openPools.set(Int64(state.pools.count))
         metrics.reservedConnections.set(Int64(state.reserved))
     }
-}
-
-private enum LeaseOutcome<Result: Sendable>: Sendable {
-    case finished(Result)
-    case timerFired
-    case cancelled
-}
-
-private struct LeaseTimeout: Error {}
-
-/// Set once the pool has handed over a connection: from then on the wait is
-/// over and the query runs to its end.
-private final class LeaseFlag: Sendable {
-    let value = Atomic<Bool>(false)
 }
