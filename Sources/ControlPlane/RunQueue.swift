@@ -65,14 +65,18 @@ extension ControlStore {
     }
 
     /// Removes a tenant's mark unless it was bumped after `mark` (a run was
-    /// queued while the worker looked), so no wake-up is ever lost.
-    public func dequeueRuns(of tenantID: String, mark: Int64) async throws {
-        try await connection.query(
+    /// queued while the worker looked), so no wake-up is ever lost; whether
+    /// it was removed. A mark that stays means: look at the tenant again now.
+    @discardableResult
+    public func dequeueRuns(of tenantID: String, mark: Int64) async throws -> Bool {
+        let rows = try await connection.query(
             """
             DELETE FROM tenant_run_queue
             WHERE tenant_id = \(tenantID) AND (extract(epoch FROM queued_at) * 1000000)::bigint <= \(mark)
+            RETURNING 1
             """,
             logger: logger)
+        return try await !rows.collect().isEmpty
     }
 }
 

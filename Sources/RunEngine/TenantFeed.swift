@@ -71,8 +71,16 @@ final class TenantFeed: Sendable {
                     continue
                 }
                 do {
-                    let rest = try await dequeue(whenIdle: executor)
-                    if worker.retire(self, restingFor: rest.duration, mark: rest.mark) { return }
+                    switch try await dequeue(whenIdle: executor) {
+                    case .done:
+                        if worker.retire(self, restingFor: nil, mark: nil) { return }
+                    case .rest(let duration, let mark):
+                        if worker.retire(self, restingFor: duration, mark: mark) { return }
+                    case .queuedAgain:
+                        // A run came while this feeder looked, perhaps after
+                        // its claim: claim again rather than wait for a sweep.
+                        continue
+                    }
                 } catch {
                     if Task.isCancelled { return }
                     failed(error)
@@ -144,29 +152,38 @@ final class TenantFeed: Sendable {
         runLogger.debug("run released")
     }
 
+    /// What a feeder with nothing left to claim found.
+    private enum Drained {
+        /// The tenant is off the queue.
+        case done
+        /// Its unfinished runs are another process's: leave it alone that long
+        /// unless it is queued again.
+        case rest(Duration, mark: Int64)
+        /// Its mark moved while this feeder looked.
+        case queuedAgain
+    }
+
     /// Nothing of this tenant runs here and nothing could be claimed: takes
     /// the tenant off the queue if nothing is left anywhere (unless it was
     /// queued again meanwhile), or says how long to leave it alone.
-    private func dequeue(whenIdle executor: RunExecutor?) async throws -> (duration: Duration?, mark: Int64?) {
+    private func dequeue(whenIdle executor: RunExecutor?) async throws -> Drained {
         let tenantID = self.tenantID
         // Read before the runs are counted: a run queued after the count
         // bumps the mark past it, and the mark stays.
-        guard let mark = try await worker.control.run({ try await $0.queueMark(of: tenantID) }) else { return (nil, nil) }
-        guard let executor else {
-            try await worker.control.run { try await $0.dequeueRuns(of: tenantID, mark: mark) }
-            return (nil, nil)
+        guard let mark = try await worker.control.run({ try await $0.queueMark(of: tenantID) }) else { return .done }
+        if let executor {
+            let unfinished = try await executor.store { try await $0.unfinishedRuns() }
+            if unfinished.pending > 0 {
+                // Locked by another process's claim a moment ago: the next sweep looks again.
+                return .rest(options.sweep, mark: mark)
+            }
+            if unfinished.running > 0 {
+                // Leased elsewhere: look again once such a lease could have ended.
+                return .rest(options.lease, mark: mark)
+            }
         }
-        let unfinished = try await executor.store { try await $0.unfinishedRuns() }
-        if unfinished.pending > 0 {
-            // Locked by another process's claim a moment ago: the next sweep looks again.
-            return (options.sweep, mark)
-        }
-        if unfinished.running > 0 {
-            // Leased elsewhere: look again once such a lease could have ended.
-            return (options.lease, mark)
-        }
-        try await worker.control.run { try await $0.dequeueRuns(of: tenantID, mark: mark) }
-        return (nil, nil)
+        let removed = try await worker.control.run { try await $0.dequeueRuns(of: tenantID, mark: mark) }
+        return removed || executor == nil ? .done : .queuedAgain
     }
 
     private func failed(_ error: any Error) {
