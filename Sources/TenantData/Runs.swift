@@ -139,17 +139,10 @@ extension TenantStore {
     }
 
     /// The hot read: prepared once per connection, then only bound and run.
-    struct RunByID: PostgresPreparedStatement {
+    struct RunByID: RunLookup {
         static let name = "tenantplane_run_by_id"
         static let sql = "SELECT \(runColumns) FROM runs WHERE id = $1"
-        typealias Row = RunRecord
         let id: UUID
-
-        func makeBindings() throws -> PostgresBindings {
-            var bindings = PostgresBindings()
-            bindings.append(id)
-            return bindings
-        }
 
         func decodeRow(_ row: PostgresRow) throws -> RunRecord {
             try TenantStore.decodeRun(row)
@@ -157,17 +150,10 @@ extension TenantStore {
     }
 
     /// The same with the run's input, for `GET /v1/runs/{id}`.
-    struct RunWithInputByID: PostgresPreparedStatement {
+    struct RunWithInputByID: RunLookup {
         static let name = "tenantplane_run_with_input_by_id"
         static let sql = "SELECT \(runColumns), COALESCE(input, '{}')::text FROM runs WHERE id = $1"
-        typealias Row = RunRecord
         let id: UUID
-
-        func makeBindings() throws -> PostgresBindings {
-            var bindings = PostgresBindings()
-            bindings.append(id)
-            return bindings
-        }
 
         func decodeRow(_ row: PostgresRow) throws -> RunRecord {
             try TenantStore.decodeRunWithInput(row)
@@ -199,17 +185,17 @@ extension TenantStore {
 
     /// The run, or `runNotFound` for a malformed, missing or foreign id alike.
     public func run(id: String) async throws -> RunRecord {
-        guard let uuid = UUID(uuidString: id) else { throw TenantDataError.runNotFound }
-        for try await run in try await connection.execute(RunByID(id: uuid), logger: logger) {
-            return run
-        }
-        throw TenantDataError.runNotFound
+        try await lookUp(id, RunByID.init)
     }
 
     /// The run with its input, as `GET /v1/runs/{id}` shows it.
     public func runWithInput(id: String) async throws -> RunRecord {
+        try await lookUp(id, RunWithInputByID.init)
+    }
+
+    private func lookUp<Lookup: RunLookup>(_ id: String, _ lookup: (UUID) -> Lookup) async throws -> RunRecord {
         guard let uuid = UUID(uuidString: id) else { throw TenantDataError.runNotFound }
-        for try await run in try await connection.execute(RunWithInputByID(id: uuid), logger: logger) {
+        for try await run in try await connection.execute(lookup(uuid), logger: logger) {
             return run
         }
         throw TenantDataError.runNotFound
@@ -273,5 +259,18 @@ extension TenantStore {
                     outputPath: path, outputDigest: digest, summary: summary, metrics: Self.jsonValue(metrics)))
         }
         return steps
+    }
+}
+
+/// A prepared read of one run by its id.
+protocol RunLookup: PostgresPreparedStatement where Row == RunRecord {
+    var id: UUID { get }
+}
+
+extension RunLookup {
+    func makeBindings() throws -> PostgresBindings {
+        var bindings = PostgresBindings()
+        bindings.append(id)
+        return bindings
     }
 }
