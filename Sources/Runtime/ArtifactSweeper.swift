@@ -59,7 +59,8 @@ struct ArtifactSweeper: Service {
         if !stored.isEmpty {
             let identity = try await directory.identity(of: tenantID, actor: "sweeper")
             let logger = self.logger
-            referenced = try await pools.withConnection(for: identity) { connection in
+            // Background work: behind requests, within the workers' share.
+            referenced = try await pools.withConnection(for: identity, priority: .worker) { connection in
                 let rows = try await connection.query(
                     "SELECT DISTINCT file_path FROM artifacts WHERE file_path = ANY(\(stored))", logger: logger)
                 return Set(try await rows.collect().map { try $0.decode(String.self) })
