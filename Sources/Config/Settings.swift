@@ -16,6 +16,8 @@ public struct Settings: Sendable {
     public var tenantPoolSize: Int
     public var controlPoolSize: Int
     public var poolWait: Duration
+    /// How long a tenant whose database did not answer is refused at once.
+    public var downtimeBackoff: Duration
     /// `TENANTPLANE_DELETE_GRACE`: how long a deleted tenant can be undeleted.
     public var deleteGrace: Duration
     /// `TENANTPLANE_SWEEP_GRACE`: how old an unreferenced file must be before
@@ -134,6 +136,8 @@ public struct Settings: Sendable {
         controlPoolSize = try integer("TENANTPLANE_CONTROL_POOL", default: 10, range: 1...1_000)
         let waitMilliseconds = try milliseconds(value("TENANTPLANE_POOL_WAIT"), key: "TENANTPLANE_POOL_WAIT")
         poolWait = .milliseconds(waitMilliseconds ?? 5_000)
+        downtimeBackoff = .milliseconds(
+            try milliseconds(value("TENANTPLANE_DOWNTIME_BACKOFF"), key: "TENANTPLANE_DOWNTIME_BACKOFF") ?? 1_000)
         deleteGrace = .seconds(try seconds(value("TENANTPLANE_DELETE_GRACE"), key: "TENANTPLANE_DELETE_GRACE") ?? 7 * 86_400)
         sweepGrace = .seconds(try seconds(value("TENANTPLANE_SWEEP_GRACE"), key: "TENANTPLANE_SWEEP_GRACE") ?? 3_600)
         sweepInterval = .seconds(

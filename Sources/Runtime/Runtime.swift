@@ -49,7 +49,7 @@ public struct Runtime: Sendable {
         pools = TenantPools(
             limits: .init(
                 budget: settings.connectionBudget, perTenant: settings.tenantPoolSize, wait: settings.poolWait,
-                workerShare: settings.workerBudgetShare),
+                downtimeBackoff: settings.downtimeBackoff, workerShare: settings.workerBudgetShare),
             metrics: RouterMetrics(registry: registry), logger: logger)
         store = ArtifactStore(root: settings.storageRoot, logger: logger)
         tenantMigrations = try MigrationSet(directory: settings.tenantMigrationsDirectory)

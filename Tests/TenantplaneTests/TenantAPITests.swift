@@ -272,7 +272,7 @@ struct TenantAPITests {
     }
 
     @Test func aStoppedTenantDatabaseIs503ForThatTenantOnlyAndRecovers() async throws {
-        try await TenantAPIFixture.with(extra: ["TENANTPLANE_POOL_WAIT": "2"]) { api in
+        try await TenantAPIFixture.with(extra: ["TENANTPLANE_POOL_WAIT": "2", "TENANTPLANE_DOWNTIME_BACKOFF": "5"]) { api in
             let a = try await api.tenant("down")
             let b = try await api.tenant("up")
             let runA = try await api.run(a.key)
@@ -294,7 +294,7 @@ struct TenantAPITests {
             #expect(ContinuousClock.now - started < .seconds(3))
 
             _ = try await TestCluster.query(admin, PostgresQuery(unsafeSQL: "ALTER DATABASE \(database) ALLOW_CONNECTIONS true"))
-            #expect(try await api.eventually(within: .seconds(10)) {
+            #expect(try await api.eventually(within: .seconds(15)) {
                 try await api.call(.get, "/v1/runs/\(runA)", key: a.key).status == .ok
             })
         }
