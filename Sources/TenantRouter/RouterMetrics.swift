@@ -8,6 +8,8 @@ public struct RouterMetrics: Sendable {
     let evictions: Counter
     let budgetWaits: Counter
     let poolGrowths: Counter
+    let poolOpens: Counter
+    let poolMisses: Counter
 
     public init(registry: PrometheusCollectorRegistry) {
         openPools = registry.makeGauge(
@@ -26,5 +28,11 @@ public struct RouterMetrics: Sendable {
         poolGrowths = registry.makeCounter(
             name: "tenantplane_tenant_pool_growths_total",
             help: "Tenant pools replaced by a larger one because requests queued behind a single connection")
+        poolOpens = registry.makeCounter(
+            name: "tenantplane_tenant_pool_opens_total",
+            help: "Tenant database pools opened, by requests and run workers alike")
+        poolMisses = registry.makeCounter(
+            name: "tenantplane_tenant_pool_misses_total",
+            help: "Requests that had to open a pool (a new connection) because their tenant had none open that fit")
     }
 }

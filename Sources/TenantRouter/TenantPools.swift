@@ -285,6 +285,8 @@ public final class TenantPools: Service, Sendable {
         state.reserved += size
         state.inFlight += 1
         launcher.yield(Launch(tenantID: id, client: client, size: size, stopped: stopped))
+        metrics.poolOpens.increment()
+        if priority == .request { metrics.poolMisses.increment() }
         if state.reserved - state.closing >= limits.budget { evictColdest(&state) }
         publish(state)
         return .ready(client)
