@@ -205,7 +205,10 @@ extension Tenantplane.Tenant {
                 try await reportingFailures {
                     let slug = try TenantSlug(slug)
                     let context = try CommandContext()
-                    let key = try await context.withControl { try await $0.issueKey(for: slug, actor: context.actor) }
+                    let format = APIKeyFormat(masterKey: try context.settings.requireMasterKey())
+                    let key = try await context.withControl {
+                        try await $0.issueKey(for: slug, format: format, actor: context.actor)
+                    }
                     if output.json { return try Output.json(key) }
                     Output.line("id:  \(key.id)")
                     Output.line("key: \(key.key)")

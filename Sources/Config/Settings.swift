@@ -18,6 +18,15 @@ public struct Settings: Sendable {
     public var poolWait: Duration
     /// How long a tenant whose database did not answer is refused at once.
     public var downtimeBackoff: Duration
+    /// The front door: what an unauthenticated client may hold or cost.
+    public var idleTimeout: Duration
+    public var requestHeadTimeout: Duration
+    public var requestReadTimeout: Duration
+    public var requestMinimumRate: Int
+    public var maxConnections: Int
+    public var authFailuresPerMinute: Int
+    public var trustedProxies: String?
+    public var metricsAddress: String?
     /// `TENANTPLANE_DELETE_GRACE`: how long a deleted tenant can be undeleted.
     public var deleteGrace: Duration
     /// `TENANTPLANE_SWEEP_GRACE`: how old an unreferenced file must be before
@@ -138,6 +147,17 @@ public struct Settings: Sendable {
         poolWait = .milliseconds(waitMilliseconds ?? 5_000)
         downtimeBackoff = .milliseconds(
             try milliseconds(value("TENANTPLANE_DOWNTIME_BACKOFF"), key: "TENANTPLANE_DOWNTIME_BACKOFF") ?? 1_000)
+        idleTimeout = .milliseconds(
+            max(1, try milliseconds(value("TENANTPLANE_IDLE_TIMEOUT"), key: "TENANTPLANE_IDLE_TIMEOUT") ?? 30_000))
+        requestHeadTimeout = .milliseconds(
+            max(1, try milliseconds(value("TENANTPLANE_REQUEST_HEAD_TIMEOUT"), key: "TENANTPLANE_REQUEST_HEAD_TIMEOUT") ?? 10_000))
+        requestReadTimeout = .milliseconds(
+            max(1, try milliseconds(value("TENANTPLANE_REQUEST_READ_TIMEOUT"), key: "TENANTPLANE_REQUEST_READ_TIMEOUT") ?? 10_000))
+        requestMinimumRate = try integer("TENANTPLANE_REQUEST_MIN_RATE", default: 1_024, range: 1...(1 << 30))
+        maxConnections = try integer("TENANTPLANE_MAX_CONNECTIONS", default: 4_096, range: 1...1_000_000)
+        authFailuresPerMinute = try integer("TENANTPLANE_AUTH_FAILURES_PER_MINUTE", default: 60, range: 0...1_000_000)
+        trustedProxies = value("TENANTPLANE_TRUSTED_PROXIES")
+        metricsAddress = value("TENANTPLANE_METRICS_ADDRESS")
         deleteGrace = .seconds(try seconds(value("TENANTPLANE_DELETE_GRACE"), key: "TENANTPLANE_DELETE_GRACE") ?? 7 * 86_400)
         sweepGrace = .seconds(try seconds(value("TENANTPLANE_SWEEP_GRACE"), key: "TENANTPLANE_SWEEP_GRACE") ?? 3_600)
         sweepInterval = .seconds(

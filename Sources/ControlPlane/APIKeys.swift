@@ -27,8 +27,8 @@ public enum APIKeyHash {
 extension ControlStore {
     /// Issues a key for an active or suspended tenant, audited. Only its hash
     /// is stored; the key is in the answer and nowhere else.
-    public func issueKey(for slug: TenantSlug, actor: Actor) async throws -> IssuedAPIKey {
-        try await audited(actor, .keyIssue, resourceId: slug.rawValue) { try await createAPIKey(for: slug) }
+    public func issueKey(for slug: TenantSlug, format: APIKeyFormat, actor: Actor) async throws -> IssuedAPIKey {
+        try await audited(actor, .keyIssue, resourceId: slug.rawValue) { try await createAPIKey(for: slug, format: format) }
     }
 
     /// Revokes a key (idempotent), audited; `tenant`, when given, must own it.
@@ -37,16 +37,17 @@ extension ControlStore {
         try await audited(actor, .keyRevoke, resourceId: id) { try await revokeAPIKey(id: id, tenant: tenant) }
     }
 
-    func createAPIKey(for slug: TenantSlug) async throws -> IssuedAPIKey {
+    func createAPIKey(for slug: TenantSlug, format: APIKeyFormat) async throws -> IssuedAPIKey {
         let tenant = try await requireTenant(slug)
         guard tenant.status == .active || tenant.status == .suspended else {
             throw ControlError.conflict("tenant \(slug) is \(tenant.status.rawValue); keys are issued to active or suspended tenants")
         }
         let id = "key_" + RandomToken.hex(bytes: 8)
-        let key = "tpk_" + RandomToken.urlSafe(bytes: 32)
+        let key = format.issue()
         try await connection.query(
             """
-            INSERT INTO tenant_api_keys (id, tenant_id, key_hash) VALUES (\(id), \(slug.rawValue), \(APIKeyHash.digest(key)))
+            INSERT INTO tenant_api_keys (id, tenant_id, key_hash, signed)
+            VALUES (\(id), \(slug.rawValue), \(APIKeyHash.digest(key)), true)
             """,
             logger: logger)
         return IssuedAPIKey(id: id, key: key)
@@ -141,6 +142,14 @@ extension ControlStore {
         guard let row = try await rows.collect().first else { return nil }
         let (keyID, hash, tenantID, status, url, sealed) = try row.decode((String, Data, String, String, String, Data?).self)
         return APIKeyHolder(keyID: keyID, keyHash: hash, tenant: Self.decodeTenantDatabase((tenantID, status, url, sealed)))
+    }
+
+    /// Whether any live key was issued before keys carried a tag: until none
+    /// is, keys of that shape are looked up.
+    public func hasLiveUnsignedKeys() async throws -> Bool {
+        let rows = try await connection.query(
+            "SELECT EXISTS (SELECT 1 FROM tenant_api_keys WHERE NOT signed AND revoked_at IS NULL)", logger: logger)
+        return try await rows.collect().first?.decode(Bool.self) ?? false
     }
 
     public func tenantDatabase(_ tenantID: String) async throws -> TenantDatabase? {

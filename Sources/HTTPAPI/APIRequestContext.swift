@@ -1,15 +1,19 @@
 import Core
 import Foundation
 import Hummingbird
+import NIOCore
 
 /// The request context of every route: JSON in snake_case, bodies up to 1 MiB.
 public struct APIRequestContext: RequestContext {
     public var coreContext: CoreRequestContextStorage
     /// Set by the tenant middleware on `/v1` routes, nowhere else.
     var tenant: TenantSession?
+    /// The connection's peer, which the failed-authentication limit counts by.
+    let peer: SocketAddress?
 
     public init(source: Source) {
         coreContext = .init(source: source)
+        peer = source.channel.remoteAddress
     }
 
     public var maxUploadSize: Int { 1 << 20 }

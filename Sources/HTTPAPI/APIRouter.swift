@@ -23,6 +23,8 @@ public struct APIDependencies: Sendable {
     public var pools: TenantPools
     public var store: ArtifactStore
     public var resolver: TenantKeyResolver
+    public var keyFormat: APIKeyFormat
+    public var frontDoor: FrontDoor
     public var provisioner: Provisioner
     /// For exports and moves: jobs hold their control connections for
     /// minutes, so this context has no pool of its own.
@@ -34,7 +36,7 @@ public struct APIDependencies: Sendable {
     public init(
         adminToken: String, controlURL: PostgresURL, control: ControlPool, secrets: SecretBox, controlSchemaVersion: Int,
         registry: PrometheusCollectorRegistry, pools: TenantPools, store: ArtifactStore, resolver: TenantKeyResolver,
-        provisioner: Provisioner, backup: BackupContext, uploadLimit: Int, adminJobs: Int, logger: Logger
+        keyFormat: APIKeyFormat, frontDoor: FrontDoor, provisioner: Provisioner, backup: BackupContext, uploadLimit: Int, adminJobs: Int, logger: Logger
     ) {
         self.adminToken = adminToken
         self.controlURL = controlURL
@@ -45,6 +47,8 @@ public struct APIDependencies: Sendable {
         self.pools = pools
         self.store = store
         self.resolver = resolver
+        self.keyFormat = keyFormat
+        self.frontDoor = frontDoor
         self.provisioner = provisioner
         self.backup = backup
         self.uploadLimit = uploadLimit
@@ -67,13 +71,19 @@ public enum APIRouter {
         router.middlewares.add(MetricsMiddleware(registry: dependencies.registry))
         router.middlewares.add(ErrorMiddleware())
         HealthRoutes(control: control, controlSchemaVersion: dependencies.controlSchemaVersion).register(on: router)
-        OperationsRoutes(registry: dependencies.registry, openAPIDocument: try OpenAPIDocument.load()).register(on: router)
+        OperationsRoutes(registry: dependencies.registry, openAPIDocument: try OpenAPIDocument.load())
+            .register(on: router, metrics: dependencies.frontDoor.metrics)
         let tenantAPI = router.group("v1").add(
             middleware: TenantAuthMiddleware(
-                resolver: dependencies.resolver, pools: dependencies.pools, store: dependencies.store,
-                runQueue: RunQueueSignal(control: control)))
+                resolver: dependencies.resolver, limiter: dependencies.frontDoor.limiter,
+                proxies: dependencies.frontDoor.trustedProxies, pools: dependencies.pools, store: dependencies.store,
+                runQueue: RunQueueSignal(control: control), failures: AuthFailureMetrics(registry: dependencies.registry)))
         TenantRoutes(uploadLimit: dependencies.uploadLimit).register(on: tenantAPI)
-        let admin = router.group("admin").add(middleware: AdminAuthMiddleware(adminToken: dependencies.adminToken))
+        let adminAuth = AdminAuthMiddleware(adminToken: dependencies.adminToken)
+        let admin = router.group("admin").add(middleware: adminAuth)
+        if dependencies.frontDoor.metrics == .admin {
+            MetricsRoute(registry: dependencies.registry).register(on: router.group().add(middleware: adminAuth))
+        }
         AdminLLMRoutes(control: control).register(on: admin)
         AdminServerRoutes(control: control).register(on: admin)
         let resolver = dependencies.resolver
@@ -82,7 +92,9 @@ public enum APIRouter {
             resolver.forget(tenantID: slug.rawValue)
             pools.close(tenantID: slug.rawValue)
         }
-        AdminTenantRoutes(control: control, provisioner: dependencies.provisioner, tenantChanged: tenantChanged)
+        AdminTenantRoutes(
+            control: control, provisioner: dependencies.provisioner, keyFormat: dependencies.keyFormat,
+            tenantChanged: tenantChanged)
             .register(on: admin)
         let jobs = AdminJobRunner(control: control, concurrency: dependencies.adminJobs, logger: logger)
         AdminBackupRoutes(control: control, context: dependencies.backup, runner: jobs, tenantChanged: tenantChanged)

@@ -7,6 +7,7 @@ import Provisioner
 struct AdminTenantRoutes {
     let control: ControlAccess
     let provisioner: Provisioner
+    let keyFormat: APIKeyFormat
     /// Tells this process's router that a tenant's status or keys changed, so it
     /// acts on it now (other replicas notice within the key cache's lifetime).
     let tenantChanged: @Sendable (TenantSlug) -> Void
@@ -58,7 +59,7 @@ struct AdminTenantRoutes {
         }
         admin.post("tenants/:id/keys") { _, context -> EditedResponse<IssuedAPIKey> in
             let slug = try Self.slug(context)
-            let key = try await control.run { try await $0.issueKey(for: slug, actor: .adminToken) }
+            let key = try await control.run { try await $0.issueKey(for: slug, format: keyFormat, actor: .adminToken) }
             return EditedResponse(status: .created, response: key)
         }
         admin.get("tenants/:id/keys") { _, context -> Keys in

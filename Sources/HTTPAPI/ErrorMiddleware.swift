@@ -3,6 +3,7 @@ import Foundation
 import HTTPTypes
 import Hummingbird
 import Logging
+import TenantRouter
 
 /// `{"error": {"code", "message"}}` with the error's status, for every failure:
 /// operator errors as they are, Hummingbird's own (404 route, 413 body), bad JSON
@@ -61,7 +62,11 @@ struct APIErrorBody {
             code = failure.code
             message = failure.message
             internalDetail = failure.internalDetail
-            if failure.httpStatus == 503 { headers[.retryAfter] = "1" }
+            if let retry = (error as? TenantAccessError)?.retryAfterSeconds {
+                headers[.retryAfter] = String(retry)
+            } else if failure.httpStatus == 503 {
+                headers[.retryAfter] = "1"
+            }
         }
     }
 

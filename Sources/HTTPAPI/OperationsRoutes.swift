@@ -3,21 +3,38 @@ import Hummingbird
 import Prometheus
 
 /// `/metrics` (Prometheus text format) and `/openapi.yaml` (the API's contract).
-/// Neither carries a tenant's data, so neither needs a key.
+/// Neither carries a tenant's data, so neither needs a key; `/metrics` may
+/// still be put behind the admin token or on its own address (`FrontDoor`).
 struct OperationsRoutes {
     let registry: PrometheusCollectorRegistry
     let openAPIDocument: ByteBuffer
 
-    func register(on router: Router<APIRequestContext>) {
-        router.get("metrics") { _, _ in
-            Response(
-                status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
-                body: .init(byteBuffer: ByteBuffer(bytes: registry.emitToBuffer())))
+    func register(on router: Router<APIRequestContext>, metrics: FrontDoor.MetricsExposure) {
+        switch metrics {
+        case .open: MetricsRoute(registry: registry).register(on: router.group())
+        case .admin, .separate: break
         }
         router.get("openapi.yaml") { _, _ in
             Response(
                 status: .ok, headers: [.contentType: "application/yaml; charset=utf-8"],
                 body: .init(byteBuffer: openAPIDocument))
+        }
+    }
+}
+
+/// The Prometheus figures of this process.
+public struct MetricsRoute<Context: RequestContext>: Sendable {
+    let registry: PrometheusCollectorRegistry
+
+    public init(registry: PrometheusCollectorRegistry) {
+        self.registry = registry
+    }
+
+    public func register(on group: RouterGroup<Context>) {
+        group.get("metrics") { _, _ in
+            Response(
+                status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
+                body: .init(byteBuffer: ByteBuffer(bytes: registry.emitToBuffer())))
         }
     }
 }

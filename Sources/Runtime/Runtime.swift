@@ -35,12 +35,22 @@ public struct Runtime: Sendable {
     /// Loaded once for every component that applies or checks them.
     let tenantMigrations: MigrationSet
     let controlSchemaVersion: Int
+    let keyFormat: APIKeyFormat
+    let frontDoor: FrontDoor
 
     public init(settings: Settings, logger: Logger) throws {
         self.settings = settings
         self.logger = logger
         controlURL = try settings.requireControlURL()
-        secrets = SecretBox(masterKey: try settings.requireMasterKey())
+        let masterKey = try settings.requireMasterKey()
+        secrets = SecretBox(masterKey: masterKey)
+        keyFormat = APIKeyFormat(masterKey: masterKey)
+        frontDoor = FrontDoor(
+            limiter: AuthFailureLimiter(perMinute: settings.authFailuresPerMinute),
+            trustedProxies: try settings.trustedProxies.map(TrustedProxies.init(parsing:)) ?? .none,
+            metrics: try .init(setting: settings.metricsAddress), idleTimeout: settings.idleTimeout,
+            requestHeadTimeout: settings.requestHeadTimeout, requestReadTimeout: settings.requestReadTimeout,
+            requestMinimumRate: settings.requestMinimumRate, maxConnections: settings.maxConnections)
         var configuration = controlURL.clientConfiguration()
         configuration.options.maximumConnections = settings.controlPoolSize
         controlClient = PostgresClient(configuration: configuration, backgroundLogger: logger)
@@ -60,10 +70,22 @@ public struct Runtime: Sendable {
     /// services (the control pool, then the tenant pools) start before it
     /// listens and stop after it drains, in reverse order.
     public func server(host: String, port: Int) throws -> some ApplicationProtocol {
-        let (router, services) = try build(withWorkers: true)
+        var (router, services) = try build(withWorkers: true)
+        if case .separate(let metricsHost, let metricsPort) = frontDoor.metrics {
+            let metricsRouter = Router()
+            MetricsRoute(registry: registry).register(on: metricsRouter.group())
+            services.append(
+                Application(
+                    router: metricsRouter,
+                    configuration: .init(address: .hostname(metricsHost, port: metricsPort), serverName: "tenantplane"),
+                    logger: logger))
+        }
         return Application(
             router: router,
-            configuration: .init(address: .hostname(host, port: port), serverName: "tenantplane"),
+            server: frontDoor.http1Server,
+            configuration: .init(
+                address: .hostname(host, port: port), serverName: "tenantplane",
+                availableConnectionsDelegate: .maximum(frontDoor.maxConnections, logger: logger)),
             services: services,
             logger: logger)
     }
@@ -102,7 +124,8 @@ public struct Runtime: Sendable {
                 adminToken: try settings.requireAdminToken(), controlURL: controlURL, control: control, secrets: secrets,
                 controlSchemaVersion: controlSchemaVersion,
                 registry: registry, pools: pools, store: store,
-                resolver: TenantKeyResolver(control: control, secrets: secrets, logger: logger),
+                resolver: TenantKeyResolver(control: control, secrets: secrets, format: keyFormat, logger: logger),
+                keyFormat: keyFormat, frontDoor: frontDoor,
                 provisioner: provisioner, backup: backup, uploadLimit: settings.maxUploadBytes,
                 adminJobs: settings.adminJobs, logger: logger))
 

@@ -37,6 +37,9 @@ public struct TenantIdentity: Sendable, Equatable {
 /// echoes the key.
 public enum TenantAccessError: OperatorError, Equatable {
     case unknownKey
+    /// This client address failed authentication too often; it may try again
+    /// after that many seconds.
+    case tooManyFailures(retryAfter: Int)
     case suspended
     case notServing(TenantStatus)
     case budgetExhausted
@@ -50,6 +53,7 @@ public enum TenantAccessError: OperatorError, Equatable {
     public var httpStatus: Int {
         switch self {
         case .unknownKey: 401
+        case .tooManyFailures: 429
         case .suspended, .notServing: 403
         case .budgetExhausted, .tenantBusy, .databaseUnavailable, .writesPaused, .controlUnavailable, .shuttingDown: 503
         }
@@ -58,6 +62,7 @@ public enum TenantAccessError: OperatorError, Equatable {
     public var code: String {
         switch self {
         case .unknownKey: "unauthorized"
+        case .tooManyFailures: "too_many_failed_attempts"
         case .suspended: "tenant_suspended"
         case .notServing: "tenant_not_serving"
         case .budgetExhausted: "connection_budget_exhausted"
@@ -69,10 +74,21 @@ public enum TenantAccessError: OperatorError, Equatable {
         }
     }
 
+    /// The `Retry-After` a client gets with the error.
+    public var retryAfterSeconds: Int? {
+        switch self {
+        case .tooManyFailures(let seconds): seconds
+        case _ where httpStatus == 503: 1
+        default: nil
+        }
+    }
+
     public var message: String {
         switch self {
         case .unknownKey:
             "missing, unknown or revoked API key (Authorization: Bearer <tenant API key>)"
+        case .tooManyFailures(let seconds):
+            "too many failed authentications from this address; retry in \(seconds) s"
         case .suspended:
             "this tenant is suspended"
         case .notServing(let status):

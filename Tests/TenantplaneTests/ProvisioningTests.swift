@@ -367,7 +367,7 @@ struct ProvisioningTests {
                 #expect(!String(buffer: missing.body).contains("nobody-here"))
                 let key = try await client.execute(uri: "/admin/tenants/\(slug)/keys", method: .post, headers: headers)
                 #expect(key.status == .created)
-                #expect((key.json["key"] as? String)?.hasPrefix("tpk_") == true)
+                #expect((key.json["key"] as? String)?.hasPrefix("tpk2_") == true)
                 let suspended = try await client.execute(uri: "/admin/tenants/\(slug)/suspend", method: .post, headers: headers)
                 #expect(suspended.json["status"] as? String == "suspended")
                 let resumed = try await client.execute(uri: "/admin/tenants/\(slug)/resume", method: .post, headers: headers)

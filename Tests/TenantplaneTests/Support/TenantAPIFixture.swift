@@ -12,9 +12,12 @@ import Testing
 struct TenantAPIFixture {
     let provisioning: ProvisioningFixture
     let client: any TestClientProtocol
+    /// Over real sockets, where set-up goes through the CLI: a tenant's
+    /// creation on a loaded machine can outlast the test client's timeout.
+    let live: Bool
 
     static func with(
-        extra: [String: String] = [:], logger: Logger = TestCluster.logger,
+        extra: [String: String] = [:], live: Bool = false, logger: Logger = TestCluster.logger,
         _ body: @escaping @Sendable (TenantAPIFixture) async throws -> Void
     ) async throws {
         try await ProvisioningFixture.with { provisioning in
@@ -27,8 +30,8 @@ struct TenantAPIFixture {
             ]
             environment.merge(extra) { _, new in new }
             let app = try TestServer.application(controlURL: provisioning.controlURL, extra: environment, logger: logger)
-            try await app.test(.router) { client in
-                try await body(TenantAPIFixture(provisioning: provisioning, client: client))
+            try await app.test(live ? .ahc(.http) : .router) { client in
+                try await body(TenantAPIFixture(provisioning: provisioning, client: client, live: live))
             }
         }
     }
@@ -36,6 +39,11 @@ struct TenantAPIFixture {
     /// Creates an active tenant over the admin API and returns its slug and a key.
     func tenant(_ prefix: String) async throws -> (slug: String, key: String) {
         let slug = ProvisioningFixture.slug(prefix)
+        if live {
+            let created = try await provisioning.cli.run("tenant", "create", slug, "--name", "Tenant \(prefix)")
+            try #require(created.exitCode == 0, "\(created.stderr)")
+            return (slug, try await issueKey(slug).key)
+        }
         let created = try await client.execute(
             uri: "/admin/tenants", method: .post, headers: TestServer.adminHeaders,
             body: ByteBuffer(string: #"{"id":"\#(slug)","name":"Tenant \#(prefix)"}"#))
@@ -46,10 +54,11 @@ struct TenantAPIFixture {
     }
 
     func call(
-        _ method: HTTPRequest.Method, _ uri: String, key: String?, body: String? = nil
+        _ method: HTTPRequest.Method, _ uri: String, key: String?, body: String? = nil, headers extra: HTTPFields = [:]
     ) async throws -> TestResponse {
         var headers: HTTPFields = [.contentType: "application/json"]
         if let key { headers[.authorization] = "Bearer \(key)" }
+        headers.append(contentsOf: extra)
         return try await client.execute(
             uri: uri, method: method, headers: headers, body: body.map { ByteBuffer(string: $0) })
     }
