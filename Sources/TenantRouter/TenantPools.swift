@@ -74,7 +74,7 @@ public final class TenantPools: Service, Sendable {
 
     private enum Checkout {
         case ready(PostgresClient)
-        case full(RoomWaiter)
+        case full(RoomWaiters.Enrolled)
         case refused(TenantAccessError)
     }
 
@@ -189,19 +189,21 @@ public final class TenantPools: Service, Sendable {
     private func checkoutWaiting(
         _ tenant: TenantIdentity, priority: ConnectionPriority, until deadline: ContinuousClock.Instant
     ) async throws -> PostgresClient {
-        var waited = false
+        var ticket: UInt64?
         while true {
-            switch checkout(tenant, priority: priority) {
+            switch checkout(tenant, priority: priority, ticket: ticket) {
             case .ready(let client):
+                if ticket != nil { passTheTurn() }
                 return client
             case .refused(let error):
+                if ticket != nil { passTheTurn() }
                 throw error
-            case .full(let waiter):
-                if !waited {
-                    waited = true
-                    metrics.budgetWaits.increment()
-                }
-                guard await wait(waiter, until: deadline) else {
+            case .full(let enrolled):
+                if ticket == nil { metrics.budgetWaits.increment() }
+                ticket = enrolled.ticket
+                guard await wait(enrolled.waiter, until: deadline) else {
+                    // A wake that came as the wait ended belongs to the next in line.
+                    passTheTurn()
                     try Task.checkCancellation()
                     throw TenantAccessError.budgetExhausted
                 }
@@ -231,7 +233,13 @@ public final class TenantPools: Service, Sendable {
         }
     }
 
-    private func checkout(_ tenant: TenantIdentity, priority: ConnectionPriority) -> Checkout {
+    /// Wakes the next waiter: room may be left after a woken checkout took its
+    /// share, or gave up.
+    private func passTheTurn() {
+        state.withLock { $0.waiters.roomMayHaveFreed() }?.wake()
+    }
+
+    private func checkout(_ tenant: TenantIdentity, priority: ConnectionPriority, ticket: UInt64?) -> Checkout {
         let id = tenant.tenantID
         let now = ContinuousClock.now
         return state.withLock { state -> Checkout in
@@ -243,15 +251,17 @@ public final class TenantPools: Service, Sendable {
             if priority == .worker,
                 state.waiters.waitingRequests > 0 || state.workersInFlight >= limits.workerConnections
             {
-                return .full(state.waiters.enrol(.worker))
+                return .full(state.waiters.enrol(.worker, ticket: ticket))
             }
-            let checkout = take(tenant, priority: priority, &state)
+            let checkout = take(tenant, priority: priority, ticket: ticket, &state)
             if case .ready = checkout, priority == .worker { state.workersInFlight += 1 }
             return checkout
         }
     }
 
-    private func take(_ tenant: TenantIdentity, priority: ConnectionPriority, _ state: inout State) -> Checkout {
+    private func take(
+        _ tenant: TenantIdentity, priority: ConnectionPriority, ticket: UInt64?, _ state: inout State
+    ) -> Checkout {
         let id = tenant.tenantID
         state.tick += 1
         var size = 1
@@ -277,7 +287,9 @@ public final class TenantPools: Service, Sendable {
                 retire(id, &state)
             }
         }
-        if size == 1, !makeRoom(for: 1, &state) { return .full(state.waiters.enrol(priority)) }
+        if size == 1, state.waiters.mustQueue(ticket, priority) || !makeRoom(for: 1, &state) {
+            return .full(state.waiters.enrol(priority, ticket: ticket))
+        }
         let client = makeClient(for: tenant.database, size: size)
         let (stopped, stop) = AsyncStream.makeStream(of: Never.self)
         state.pools[id] = Pool(
@@ -321,7 +333,7 @@ public final class TenantPools: Service, Sendable {
             }
             return state.waiters.roomMayHaveFreed()
         }
-        for waiter in woken { waiter.wake() }
+        woken?.wake()
     }
 
     private func isOversubscribed(_ tenantID: String, _ client: PostgresClient) -> Bool {
@@ -386,7 +398,7 @@ public final class TenantPools: Service, Sendable {
             publish(state)
             return state.waiters.roomMayHaveFreed()
         }
-        for waiter in woken { waiter.wake() }
+        woken?.wake()
         logger.debug("tenant pool closed", metadata: ["tenant": "\(launch.tenantID)"])
     }
 

@@ -6,6 +6,7 @@ import PostgresNIO
 import Prometheus
 import ServiceLifecycle
 import TenantRouter
+import Synchronization
 import Testing
 
 @Suite("Tenant pools under the global connection budget")
@@ -25,10 +26,10 @@ struct TenantPoolsTests {
     }
 
     func withPools(
-        _ limits: TenantPools.Limits, _ body: @Sendable @escaping (TenantPools) async throws -> Void
+        _ limits: TenantPools.Limits, registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry(),
+        _ body: @Sendable @escaping (TenantPools) async throws -> Void
     ) async throws {
-        let pools = TenantPools(
-            limits: limits, metrics: RouterMetrics(registry: PrometheusCollectorRegistry()), logger: TestCluster.logger)
+        let pools = TenantPools(limits: limits, metrics: RouterMetrics(registry: registry), logger: TestCluster.logger)
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await pools.run() }
             defer { group.cancelAll() }
@@ -181,4 +182,129 @@ struct TenantPoolsTests {
             }
         }
     }
+
+    /// The interleaving that once retired every idle pool: a miss under a full
+    /// budget while a retired pool is still closing. The room that pool gives
+    /// back is the miss's; nothing else is closed for it, and the hot tenant
+    /// keeps its pool throughout.
+    @Test func aMissWhileARetiredPoolIsClosingWaitsForThatRoomAndRetiresNothingElse() async throws {
+        try await ProvisioningFixture.with { fixture in
+            let t = try await identities(fixture, count: 5)
+            let (hot, cold, closing, busy, missing) = (t[0], t[1], t[2], t[3], t[4])
+            let registry = PrometheusCollectorRegistry()
+            try await withPools(.init(budget: 4, perTenant: 1, wait: .seconds(20)), registry: registry) { pools in
+                let query: @Sendable (PostgresConnection) async throws -> Int = { connection in
+                    try await connection.query("SELECT 1", logger: TestCluster.logger).collect().count
+                }
+                for _ in 0..<20 { _ = try await pools.withConnection(for: hot, query) }
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    // The hot tenant, then two others, hold a connection each,
+                    // so filling the budget finds no idle pool to retire early.
+                    var held: [String: Holder] = [:]
+                    for tenant in [hot, closing, busy] {
+                        let holder = Holder()
+                        held[tenant.tenantID] = holder
+                        group.addTask { _ = try await pools.withConnection(for: tenant) { try await holder.hold($0) } }
+                        await holder.leased()
+                    }
+                    _ = try await pools.withConnection(for: cold, query)
+                    held[hot.tenantID]!.release()
+                    #expect(try await Self.eventually { pools.usage.requestsInFlight == 2 })
+                    #expect(pools.usage.openPools == 4 && pools.usage.reservedConnections == 4)
+                    // Retired under its running query: its connection is still
+                    // open, and its reservation still counted.
+                    pools.close(tenantID: closing.tenantID)
+                    async let missed = pools.withConnection(for: missing, query)
+                    #expect(try await Self.eventually { pools.usage.waitingRequests == 1 })
+                    #expect(pools.usage.openPools == 3, "the hot and the cold pool are both still open")
+                    #expect(Self.counter("tenantplane_tenant_pool_evictions_total", in: registry) == 0)
+                    held[closing.tenantID]!.release()
+                    #expect(try await missed == 1)
+                    held[busy.tenantID]!.release()
+                    try await group.waitForAll()
+                }
+                // Filling the budget again retired one pool ahead of need: the cold one.
+                #expect(Self.counter("tenantplane_tenant_pool_evictions_total", in: registry) == 1)
+                let misses = Self.counter("tenantplane_tenant_pool_misses_total", in: registry)
+                _ = try await pools.withConnection(for: hot, query)
+                #expect(Self.counter("tenantplane_tenant_pool_misses_total", in: registry) == misses, "the hot pool survived")
+                #expect(pools.usage.reservedConnections <= 4)
+            }
+        }
+    }
+
+    /// Requests waiting for room get it in the order they came, whatever
+    /// their tenant. Each holds its connection until told, so every release
+    /// frees room for exactly one of them.
+    @Test func requestsWaitingForRoomAreServedFirstComeFirstServed() async throws {
+        try await ProvisioningFixture.with { fixture in
+            let t = try await identities(fixture, count: 6)
+            try await withPools(.init(budget: 2, perTenant: 1, wait: .seconds(30))) { pools in
+                let order = Arrivals()
+                let holders = t.map { _ in Holder() }
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    for (index, (tenant, holder)) in zip(t, holders).enumerated() {
+                        group.addTask {
+                            _ = try await pools.withConnection(for: tenant) { connection in
+                                order.append(tenant.tenantID)
+                                return try await holder.hold(connection)
+                            }
+                        }
+                        if index < 2 {
+                            await holder.leased()
+                        } else {
+                            #expect(try await Self.eventually { pools.usage.waitingRequests == index - 1 })
+                        }
+                    }
+                    for (index, holder) in holders.prefix(4).enumerated() {
+                        holder.release()
+                        await holders[index + 2].leased()
+                        #expect(order.all == t.prefix(index + 3).map(\.tenantID))
+                    }
+                    for holder in holders.suffix(2) { holder.release() }
+                    try await group.waitForAll()
+                }
+                #expect(pools.usage.reservedConnections <= 2)
+            }
+        }
+    }
+
+    static func eventually(_ probe: () -> Bool) async throws -> Bool {
+        for _ in 0..<200 where !probe() { try await Task.sleep(for: .milliseconds(25)) }
+        return probe()
+    }
+
+    static func counter(_ name: String, in registry: PrometheusCollectorRegistry) -> Int {
+        let text = String(decoding: registry.emitToBuffer(), as: UTF8.self)
+        let line = text.split(separator: "\n").first { $0.hasPrefix(name + " ") }
+        return line.flatMap { Int($0.split(separator: " ").last ?? "") } ?? 0
+    }
+}
+
+/// A request that keeps its connection until released.
+final class Holder: Sendable {
+    private let leasedSignal = AsyncStream.makeStream(of: Void.self)
+    private let releaseSignal = AsyncStream.makeStream(of: Void.self)
+
+    func hold(_ connection: PostgresConnection) async throws -> Int {
+        let one = try await connection.query("SELECT 1", logger: TestCluster.logger).collect().count
+        leasedSignal.continuation.yield()
+        for await _ in releaseSignal.stream { break }
+        return one
+    }
+
+    func leased() async {
+        for await _ in leasedSignal.stream { break }
+    }
+
+    func release() {
+        releaseSignal.continuation.finish()
+    }
+}
+
+/// The tenants in the order their requests got a connection.
+final class Arrivals: Sendable {
+    private let names = Mutex<[String]>([])
+    var all: [String] { names.withLock { $0 } }
+    func append(_ name: String) { names.withLock { $0.append(name) } }
 }
