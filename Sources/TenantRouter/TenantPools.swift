@@ -15,8 +15,8 @@ import Synchronization
 /// so opening it reserves n, and a closed pool gives them back only once its
 /// connections are really gone. A tenant's first pool has one connection, so
 /// the budget keeps as many tenants pooled as it can; a tenant whose requests
-/// queue behind that one gets a pool of `perTenant`, and the small one drains
-/// and closes. When the budget is full the coldest idle pool (fewest recent
+/// queue behind its connections gets a pool twice the size (up to `perTenant`),
+/// and the smaller one drains and closes. When the budget is full the coldest idle pool (fewest recent
 /// uses) is closed; when every pool is busy a request waits up to `wait`, then gets 503.
 /// One pool is retired ahead of need, so a new tenant's first connection does
 /// not wait for an old one to close. Requests wait ahead of run workers, and
@@ -271,7 +271,11 @@ public final class TenantPools: Service, Sendable {
                 // their connections, and run workers' short statements can
                 // queue on one connection where a customer's request should not.
                 let queues = priority == .request && pool.inFlight >= pool.size && pool.size < limits.perTenant
-                if !queues || !makeRoom(for: limits.perTenant, &state) {
+                // Doubling, not straight to `perTenant`: a pool reserves its
+                // whole size, so one that grew past its need holds connections
+                // that would keep other tenants pooled.
+                let grown = min(limits.perTenant, pool.size * 2)
+                if !queues || !makeRoom(for: grown, &state) {
                     pool.inFlight += 1
                     pool.use(at: state.tick)
                     state.pools[id] = pool
@@ -281,7 +285,7 @@ public final class TenantPools: Service, Sendable {
                 // Busy enough to queue behind its connections: a larger
                 // pool takes over and this one drains.
                 retire(id, &state)
-                size = limits.perTenant
+                size = grown
                 metrics.poolGrowths.increment()
             } else {
                 retire(id, &state)
