@@ -3,7 +3,7 @@ import TenantRouter
 
 /// Failed authentications allowed per client address: a bucket of `burst`
 /// that refills at `perMinute`. An address whose bucket is empty gets 429 with
-/// `Retry-After` for anything that would need a key checked; keys already known
+/// `Retry-After`, a second late, for anything that would need a key checked; keys already known
 /// to belong to a tenant still pass, so a valid tenant behind the same address
 /// (a NAT, an office) is not locked out by someone else's guessing.
 public final class AuthFailureLimiter: Sendable {
@@ -11,6 +11,9 @@ public final class AuthFailureLimiter: Sendable {
         var tokens: Double
         var updated: ContinuousClock.Instant
     }
+
+    /// How long a refusal for too many failures is held before it is sent.
+    static let refusalPause: Duration = .seconds(1)
 
     private let burst: Double
     private let perSecond: Double

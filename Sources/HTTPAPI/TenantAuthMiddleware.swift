@@ -32,7 +32,14 @@ struct TenantAuthMiddleware: RouterMiddleware {
             limiter.recordFailure(client())
             throw TenantAccessError.unknownKey
         } catch let error as TenantAccessError {
-            if case .tooManyFailures = error { failures.limited.increment() }
+            if case .tooManyFailures = error {
+                failures.limited.increment()
+                // Answered after a pause: a client over its limit then gets
+                // one answer a second per connection, instead of spending our
+                // CPU as fast as it can ask (a connection held meanwhile costs
+                // a sleeping task, and TENANTPLANE_MAX_CONNECTIONS caps those).
+                try? await Task.sleep(for: AuthFailureLimiter.refusalPause)
+            }
             throw error
         }
         var context = context
