@@ -46,11 +46,8 @@ public final class TenantPools: Service, Sendable {
     /// A pool used once in the last few thousand requests is a better victim
     /// than one used hundreds of times, even if the hot one was used a moment
     /// earlier: with skewed traffic (a few hot tenants, a long tail) that keeps
-    /// more requests on open connections than least-recently-used alone. The
-    /// half-life is long enough that a tenant near the edge of what the budget
-    /// holds has dozens of uses to its heat, not a handful lost in noise
-    /// (ops/bench route (b): 4,096 kept 0.92 of the optimal hit rate).
-    static let halfLife = 32_768.0
+    /// more requests on open connections than least-recently-used alone.
+    static let halfLife = 4096.0
 
     private struct State {
         var pools: [String: Pool] = [:]
