@@ -74,13 +74,10 @@ public enum TenantAccessError: OperatorError, Equatable {
         }
     }
 
-    /// The `Retry-After` a client gets with the error.
+    /// The `Retry-After` a client gets with a 429 (every 503 gets 1 s).
     public var retryAfterSeconds: Int? {
-        switch self {
-        case .tooManyFailures(let seconds): seconds
-        case _ where httpStatus == 503: 1
-        default: nil
-        }
+        if case .tooManyFailures(let seconds) = self { return seconds }
+        return nil
     }
 
     public var message: String {
