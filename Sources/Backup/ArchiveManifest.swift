@@ -42,6 +42,10 @@ public struct ArchiveManifest: Codable, Sendable, Equatable {
     public var format: String
     public var formatVersion: Int
     public var createdAt: Date
+    /// The moment the database and files are as of: the dump's snapshot,
+    /// taken while writes went on (absent in archives made before exports
+    /// stopped pausing writes).
+    public var snapshotAt: Date?
     public var tenant: Tenant
     public var schema: Schema
     /// How the database member was made, for a reader without tenantplane.

@@ -7,11 +7,13 @@ import Migrations
 import PostgresNIO
 import Provisioner
 
-/// A tenant database as of one moment: a `pg_dump -Fc` taken while the
-/// database is fenced (read-only), and what was read from it under the same
-/// fence — so it matches the dump exactly.
+/// A tenant database as of one moment: a `pg_dump -Fc` and what was read
+/// beside it (migrations, artifact references, row counts), all in one
+/// exported snapshot, so they match exactly while writes go on.
 struct DatabaseSnapshot: Sendable {
     let dumpFile: String
+    /// When the snapshot was taken (the server's clock).
+    let takenAt: Date
     let migrations: [AppliedMigration]
     /// Every artifact path the database references (its newest row) → digest.
     let references: [String: String]
@@ -75,17 +77,33 @@ extension BackupContext {
         }
     }
 
-    /// Dumps the fenced database into `directory` and reads what must match
-    /// it, logged in as the tenant.
+    /// Dumps the database into `directory` and reads what must match the
+    /// dump, logged in as the tenant, with no pause to its writes: one
+    /// REPEATABLE READ transaction exports its snapshot to `pg_dump` and makes
+    /// the reads. Stored files are write-once, so the references read here
+    /// name exactly the bytes the archive will hold.
     func snapshot(_ login: TenantLogin, into directory: String) async throws -> DatabaseSnapshot {
         let dumpFile = URL(fileURLWithPath: directory).appendingPathComponent(ArchiveManifest.databaseFileName).path
-        try await tools().dump(login, to: dumpFile)
+        let tools = try await tools()
+        let logger = self.logger
+        let migrations = self.migrations
         return try await DatabaseConnection.with(login, logger: logger) { connection in
-            DatabaseSnapshot(
-                dumpFile: dumpFile,
+            // The transaction stays open, idle, for the whole dump: no timeout may end it.
+            try await connection.query("SET idle_in_transaction_session_timeout = 0", logger: logger)
+            try await connection.query("SET statement_timeout = 0", logger: logger)
+            try await connection.query("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY", logger: logger)
+            let rows = try await connection.query("SELECT pg_export_snapshot(), statement_timestamp()", logger: logger)
+            guard let (snapshotID, takenAt) = try await rows.collect().first?.decode((String, Date).self) else {
+                throw BackupError.verificationFailed("the server exported no snapshot")
+            }
+            try await tools.dump(login, to: dumpFile, snapshot: snapshotID)
+            let snapshot = DatabaseSnapshot(
+                dumpFile: dumpFile, takenAt: takenAt,
                 migrations: try await Migrator(migrations: migrations).applied(connection, logger: logger),
                 references: try await Self.artifactReferences(connection, tenant: login.slug, logger: logger),
                 rowCounts: try await Self.rowCounts(connection, logger: logger))
+            try await connection.query("COMMIT", logger: logger)
+            return snapshot
         }
     }
 

@@ -28,9 +28,14 @@ public struct PostgresTools: Sendable {
     }
 
     /// `pg_dump -Fc` of the tenant's database into `file`, logged in as the
-    /// tenant: dumping reads (and may call) what the tenant defined.
-    public func dump(_ login: TenantLogin, to file: String) async throws {
-        try await run("pg_dump", ["--format=custom", "--no-password", "--file=\(file)", "--dbname=\(login.url.redacted)"], login)
+    /// tenant: dumping reads (and may call) what the tenant defined. With
+    /// `snapshot` (a `pg_export_snapshot()` id whose transaction stays open
+    /// until this returns) the dump sees exactly what that transaction sees.
+    public func dump(_ login: TenantLogin, to file: String, snapshot: String? = nil) async throws {
+        let pinned = snapshot.map { ["--snapshot=\($0)"] } ?? []
+        try await run(
+            "pg_dump",
+            ["--format=custom", "--no-password", "--file=\(file)"] + pinned + ["--dbname=\(login.url.redacted)"], login)
     }
 
     /// Restores a custom-format dump into the tenant's (empty) database, logged

@@ -21,16 +21,17 @@ public struct ExportReport: Sendable, Codable, Equatable {
     public var artifacts: Int
     public var artifactBytes: Int64
     public var schemaVersion: Int
-    /// How long the tenant's writes were refused (503) for the snapshot.
-    public var writeBlockedMilliseconds: Int
+    /// The moment the archive is as of. Writes went on throughout.
+    public var snapshotAt: Date
     public var durationMilliseconds: Int
 }
 
-/// `tenant export`: one archive with the tenant's database, artifact tree and
-/// manifest, all as of one moment. The database is fenced (read-only) from
-/// before the dump until the last artifact is archived, so no write lands in
-/// between; every artifact the dump references is checked against its
-/// recorded digest as it is archived, and a mismatch fails the export.
+/// `tenant export`: one archive with the tenant's database, the files its
+/// rows reference and a manifest, all as of one snapshot, with no pause to
+/// the tenant's writes. Every file is checked against the digest its row
+/// records as it is archived; a mismatch or a missing file fails the export.
+/// The tenant's lock is held throughout, which keeps the artifact sweep off
+/// its tree, so no file the snapshot references disappears under the export.
 public struct TenantExporter: Sendable {
     let context: BackupContext
 
@@ -65,36 +66,20 @@ public struct TenantExporter: Sendable {
                     let work = try context.workDirectory("exports")
                     defer { try? FileManager.default.removeItem(atPath: work) }
 
-                    progress("\(slug): blocking writes and dumping the database")
-                    try await context.raiseFence(slug, .export, server: server, store: store)
-                    let fenced = ContinuousClock.now
-                    let written: ArchiveWriter.Written
-                    do {
-                        let snapshot = try await context.withTenantLogin(tenant, server: server, store: store) {
-                            try await context.snapshot($0, into: work)
-                        }
-                        progress("\(slug): archiving the database and artifacts")
-                        let writer = ArchiveWriter(
-                            output: output, trees: context.trees, slug: slug,
-                            tenant: tenant, snapshot: snapshot, signer: context.signer)
-                        written = try await NIOThreadPool.singleton.runIfActive { try writer.write() }
-                    } catch {
-                        do {
-                            try await context.lowerFence(slug, server: server, store: store)
-                        } catch {
-                            context.logger.error(
-                                "could not lift the write fence; the next export, move or server start lifts it",
-                                metadata: ["tenant": "\(slug)", "error": "\(OperatorFailure(error).message)"])
-                        }
-                        throw error
+                    progress("\(slug): dumping the database (writes go on)")
+                    let snapshot = try await context.withTenantLogin(tenant, server: server, store: store) {
+                        try await context.snapshot($0, into: work)
                     }
-                    try await context.lowerFence(slug, server: server, store: store)
-                    let blocked = ContinuousClock.now - fenced
+                    progress("\(slug): archiving the database and \(snapshot.references.count) referenced files")
+                    let writer = ArchiveWriter(
+                        output: output, trees: context.trees, slug: slug,
+                        tenant: tenant, snapshot: snapshot, signer: context.signer)
+                    let written = try await NIOThreadPool.singleton.runIfActive { try writer.write() }
                     return ExportReport(
                         tenant: slug.rawValue, file: output, bytes: written.archiveBytes,
                         databaseBytes: written.databaseBytes, artifacts: written.artifacts,
                         artifactBytes: written.artifactBytes, schemaVersion: written.schemaVersion,
-                        writeBlockedMilliseconds: blocked.milliseconds,
+                        snapshotAt: snapshot.takenAt,
                         durationMilliseconds: (ContinuousClock.now - started).milliseconds)
                 }
             }
@@ -131,32 +116,38 @@ struct ArchiveWriter: Sendable {
         let database = try writer.addFile(named: ArchiveManifest.databaseFileName, contentsOf: snapshot.dumpFile)
         files.append(.init(path: ArchiveManifest.databaseFileName, size: database.size, sha256: database.sha256))
 
-        var unmatched = snapshot.references
+        // Exactly the files the snapshot's rows reference: a file written
+        // since (its row not in the snapshot) is not the archive's.
+        var missing: [String] = []
         var differing: [String] = []
         var artifactBytes: Int64 = 0
         let tenantDirectory = trees.layout.tenantDirectory(slug)
-        for relative in try trees.files(of: slug) {
+        for (path, expected) in snapshot.references.sorted(by: { $0.key < $1.key }) {
+            let relative = String(path.dropFirst(slug.rawValue.count + 1))
             let member = "\(ArchiveManifest.artifactsDirectory)/\(relative)"
-            let digest = try writer.addFile(named: member, contentsOf: "\(tenantDirectory)/\(relative)")
+            let source = "\(tenantDirectory)/\(relative)"
+            var info = stat()
+            guard lstat(source, &info) == 0 else {
+                missing.append(relative)
+                continue
+            }
+            let digest = try writer.addFile(named: member, contentsOf: source)
             files.append(.init(path: member, size: digest.size, sha256: digest.sha256))
             artifactBytes += digest.size
-            if let expected = unmatched.removeValue(forKey: "\(slug.rawValue)/\(relative)"), expected != digest.sha256 {
-                differing.append(relative)
-            }
+            if !expected.isEmpty, expected != digest.sha256 { differing.append(relative) }
         }
-        guard differing.isEmpty, unmatched.isEmpty else {
-            let missing = unmatched.keys.sorted().prefix(3).joined(separator: ", ")
+        guard differing.isEmpty, missing.isEmpty else {
             throw BackupError.inconsistentArtifacts(
                 [
                     differing.isEmpty ? nil : "\(differing.count) differ from their recorded digest: \(differing.prefix(3).joined(separator: ", "))",
-                    unmatched.isEmpty ? nil : "\(unmatched.count) referenced but missing: \(missing)",
+                    missing.isEmpty ? nil : "\(missing.count) referenced but missing: \(missing.prefix(3).joined(separator: ", "))",
                 ].compactMap { $0 }.joined(separator: "; "))
         }
 
         let schemaVersion = snapshot.migrations.last?.version ?? 0
         let manifest = ArchiveManifest(
             format: ArchiveManifest.format, formatVersion: ArchiveManifest.currentFormatVersion, createdAt: Date(),
-            tenant: .init(
+            snapshotAt: snapshot.takenAt, tenant: .init(
                 id: tenant.id, name: tenant.name, status: tenant.status.rawValue, server: tenant.server,
                 createdAt: tenant.createdAt),
             schema: .init(

@@ -12,10 +12,12 @@ extension Tenantplane.Tenant {
             abstract: "Write one tenant's database, artifacts and manifest to a single tar archive.",
             discussion: """
                 The archive is plain tar: database.dump (pg_dump --format=custom; pg_restore reads it), \
-                artifacts/… (the tenant's stored files) and manifest.json (tenant record without secrets, \
-                schema version and migration checksums, size and sha256 of every member). The tenant's writes \
-                get 503 while its database is dumped and its artifacts archived, so all of it is one moment; \
-                reads go on. FILE must not exist; it appears only once complete.
+                artifacts/… (the files the dumped rows reference) and manifest.json (tenant record without \
+                secrets, snapshot time, schema version and migration checksums, size and sha256 of every \
+                member). The tenant's reads and writes go on throughout: the dump is one consistent snapshot, \
+                stored files are write-once, and the archive holds exactly the files that snapshot's rows \
+                reference, each checked against its recorded digest (files written since are the next \
+                export's). FILE must not exist; it appears only once complete.
                 """
         )
         @Argument(help: "Tenant id.") var slug: String
@@ -31,7 +33,7 @@ extension Tenantplane.Tenant {
                     slug, to: out, actor: context.actor, progress: Output.progress(quiet: output.json))
                 if output.json { return try Output.json(report) }
                 Output.line(
-                    "exported \(report.tenant) to \(report.file): \(Output.bytes(report.bytes)) (database \(Output.bytes(report.databaseBytes)), \(report.artifacts) artifacts \(Output.bytes(report.artifactBytes))), schema version \(report.schemaVersion), writes paused \(report.writeBlockedMilliseconds) ms, \(report.durationMilliseconds) ms in all")
+                    "exported \(report.tenant) to \(report.file): \(Output.bytes(report.bytes)) (database \(Output.bytes(report.databaseBytes)), \(report.artifacts) artifacts \(Output.bytes(report.artifactBytes))), schema version \(report.schemaVersion), as of \(report.snapshotAt.formatted(.iso8601)) with no write pause, \(report.durationMilliseconds) ms in all")
             }
         }
     }

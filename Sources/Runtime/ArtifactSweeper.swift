@@ -13,7 +13,8 @@ import TenantRouter
 /// whose row was never written), and the store's own leftovers of a crash
 /// (`.tmp-*`, `.aside-*`, digest sidecars without their file). One tenant at
 /// a time; a tenant with nothing old enough costs no database connection, and
-/// one that fails is logged and swept next time.
+/// one that fails is logged and swept next time, and one whose lock is held
+/// (an export is reading its files) is swept next time too.
 struct ArtifactSweeper: Service {
     let control: ControlPool
     let directory: TenantDirectory
@@ -38,7 +39,7 @@ struct ArtifactSweeper: Service {
         for tenant in tenants {
             try Task.checkCancellation()
             do {
-                removed += try await sweep(tenant.id)
+                removed += try await sweepUnlessBusy(tenant.id)
             } catch is CancellationError {
                 throw CancellationError()
             } catch {
@@ -48,6 +49,17 @@ struct ArtifactSweeper: Service {
             }
         }
         return removed
+    }
+
+    /// Sweeps the tenant only while nobody holds its lock: an export holds
+    /// it from its snapshot to its last archived file, and a file its
+    /// snapshot references may have lost its row since (the sweep would see
+    /// it as unreferenced). A busy tenant is swept next time.
+    private func sweepUnlessBusy(_ tenantID: String) async throws -> Int {
+        let slug = try TenantSlug(tenantID)
+        return try await control.run { store in
+            try await store.withTenantLockIfFree(slug) { try await sweep(tenantID) } ?? 0
+        }
     }
 
     private func sweep(_ tenantID: String) async throws -> Int {

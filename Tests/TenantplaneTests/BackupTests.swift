@@ -103,6 +103,85 @@ struct BackupTests {
         }
     }
 
+    @Test func anExportWhileWritesGoOnPausesNoneAndHoldsExactlyItsSnapshot() async throws {
+        try await TenantAPIFixture.with { api in
+            let fixture = api.provisioning
+            let seeded = try await SeededTenant.make(api, prefix: "livexp")
+            let work = try temporaryDirectory()
+            defer { try? FileManager.default.removeItem(at: work) }
+            let archive = work.appendingPathComponent("live.tar").path
+            let source = try await fixture.tenantURL(seeded.slug)
+
+            let stop = Stopwatch()
+            async let writes = Self.keepWriting(api, key: seeded.key, until: stop)
+            async let uploads = Self.keepUploading(api, key: seeded.key, run: seeded.runs[0], until: stop)
+            try await Task.sleep(for: .milliseconds(300))
+            // Committed before the export began: the snapshot must hold them.
+            let before = Set(try await TestCluster.query(source, "SELECT id::text FROM runs").map { try $0.decode(String.self) })
+            let exported = try await fixture.cli.run("tenant", "export", seeded.slug, "--out", archive, "--json")
+            let fence = try await TestCluster.query(
+                fixture.controlURL, "SELECT write_fence FROM tenants WHERE id = \(seeded.slug)")
+            try await Task.sleep(for: .milliseconds(300))
+            stop.stop()
+            let (written, uploaded) = try await (writes, uploads)
+            try #require(exported.exitCode == 0, "\(exported.stderr)")
+            let report = try #require(try exported.jsonObject() as? [String: Any])
+            #expect(report["snapshot_at"] is String)
+            #expect(try fence.first?.decode(String?.self) == nil)
+            // No write met a fence or a 503, and writes did go on.
+            #expect(written.paused == 0 && uploaded.paused == 0)
+            #expect(written.unexpected.isEmpty && uploaded.unexpected.isEmpty, "\(written.unexpected) \(uploaded.unexpected)")
+            #expect(written.acknowledged.count > 0 && uploaded.acknowledged.count > 0)
+
+            let copy = ProvisioningFixture.slug("livecopy")
+            let imported = try await fixture.cli.run("tenant", "import", archive, "--as", copy, "--json")
+            try #require(imported.exitCode == 0, "\(imported.stderr)")
+            let copyURL = try await fixture.tenantURL(copy)
+            let copied = Set(try await TestCluster.query(copyURL, "SELECT id::text FROM runs").map { try $0.decode(String.self) })
+            let now = Set(try await TestCluster.query(source, "SELECT id::text FROM runs").map { try $0.decode(String.self) })
+            #expect(before.isSubset(of: copied))
+            #expect(copied.isSubset(of: now))
+            // Artifact rows are write-once: the copy's are the source's, renamed, and
+            // the archive held exactly the files they name, each with its digest.
+            let original = try await tableContents(source, renaming: (seeded.slug, copy))["artifacts"] ?? []
+            let restored = try await tableContents(copyURL)["artifacts"] ?? []
+            #expect(Set(restored).isSubset(of: Set(original)))
+            #expect(restored.count >= 2)
+            let rows = try await TestCluster.query(copyURL, "SELECT file_path, digest FROM artifacts")
+            let copyFiles = try storedFiles(fixture.storage.appendingPathComponent(copy))
+            #expect(copyFiles.count == rows.count)
+            for row in rows {
+                let (path, digest) = try row.decode((String, String).self)
+                let bytes = try #require(copyFiles[String(path.dropFirst(copy.count + 1))], "\(path) is not in the copy")
+                #expect(SHA256Hex.of(bytes) == digest)
+            }
+        }
+    }
+
+    /// Uploads one small artifact after another to `run`'s outline step
+    /// until stopped: the names acknowledged (201), the 503s, anything else.
+    private static func keepUploading(_ api: TenantAPIFixture, key: String, run: String, until stop: Stopwatch) async throws
+        -> (acknowledged: [String], paused: Int, unexpected: [String])
+    {
+        var acknowledged: [String] = []
+        var paused = 0
+        var unexpected: [String] = []
+        var next = 0
+        while !stop.stopped {
+            next += 1
+            let name = "live-\(next).txt"
+            let response = try await api.client.execute(
+                uri: "/v1/runs/\(run)/steps/outline/artifacts/\(name)", method: .post,
+                headers: [.authorization: "Bearer \(key)"], body: ByteBuffer(string: "upload \(next)\n"))
+            switch response.status {
+            case .created: acknowledged.append(name)
+            case .serviceUnavailable: paused += 1
+            default: unexpected.append("\(response.status.code) \(String(buffer: response.body))")
+            }
+        }
+        return (acknowledged, paused, unexpected)
+    }
+
     @Test func damagedTamperedOrUnsafeArchivesAreRefusedWithNothingCreated() async throws {
         try await TenantAPIFixture.with { api in
             let fixture = api.provisioning
