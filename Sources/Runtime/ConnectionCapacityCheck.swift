@@ -7,7 +7,7 @@ import ServiceLifecycle
 /// What one process may open on one database server, and whether the server
 /// can hold it: at start, each active server's `max_connections` (less the
 /// superuser reserve) against the tenant budget plus the admin jobs' sessions,
-/// plus the control pool and the run queue's listener on the server that holds
+/// plus the control pool and the listeners (move signals, run queue) on the server that holds
 /// the control database. With several processes the sum is per process; the
 /// warning says how many processes fit.
 struct ConnectionCapacityCheck: Service {
@@ -19,7 +19,8 @@ struct ConnectionCapacityCheck: Service {
 
         func onServer(holdingControl: Bool) -> Int {
             // An export or move holds an admin session and a tenant session.
-            budget + 2 * adminJobs + (holdingControl ? controlPool + (listens ? 1 : 0) : 0)
+            // The move signal listener is one more control session; the run queue's, another.
+            budget + 2 * adminJobs + (holdingControl ? controlPool + 1 + (listens ? 1 : 0) : 0)
         }
     }
 

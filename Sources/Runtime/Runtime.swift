@@ -37,6 +37,8 @@ public struct Runtime: Sendable {
     let controlSchemaVersion: Int
     let keyFormat: APIKeyFormat
     let frontDoor: FrontDoor
+    /// This process among the live ones an online move waits for.
+    let processID = UUID()
 
     public init(settings: Settings, logger: Logger) throws {
         self.settings = settings
@@ -99,7 +101,14 @@ public struct Runtime: Sendable {
     /// The run workers alone, for `tenantplane worker`, with the pools they
     /// run on: the services of a `ServiceGroup`, in start order.
     public func workerServices(maxInflight: Int?) -> [any Service] {
-        [controlClient, pools] + workers(RunWorker.Options(settings: settings, maxInflight: maxInflight.map { max(1, $0) }))
+        [controlClient, pools, moveSignals]
+            + workers(RunWorker.Options(settings: settings, maxInflight: maxInflight.map { max(1, $0) }))
+    }
+
+    private var moveSignals: MoveSignalService {
+        MoveSignalService(
+            listener: MoveSignalListener(url: controlURL, processID: processID, logger: logger), processID: processID,
+            pools: pools, control: control, logger: logger)
     }
 
     private func workers(_ options: RunWorker.Options) -> [any Service] {
@@ -131,7 +140,7 @@ public struct Runtime: Sendable {
 
         // Stopped in reverse order: the HTTP server first, then the worker
         // (which gives its leases back through the pools), then the pools.
-        var services: [any Service] = [controlClient, pools]
+        var services: [any Service] = [controlClient, pools, moveSignals]
         if withWorkers, settings.maxInflight > 0 { services += workers(RunWorker.Options(settings: settings)) }
         services.append(
             ConnectionCapacityCheck(

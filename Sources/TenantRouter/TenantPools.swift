@@ -79,6 +79,7 @@ public final class TenantPools: Service, Sendable {
     }
 
     public let limits: Limits
+    let holds = MoveHolds()
     private let state = Mutex(State())
     private let launches: AsyncStream<Launch>
     private let launcher: AsyncStream<Launch>.Continuation
@@ -124,6 +125,7 @@ public final class TenantPools: Service, Sendable {
         for tenant: TenantIdentity, priority: ConnectionPriority = .request,
         _ body: @Sendable @escaping (PostgresConnection) async throws -> Result
     ) async throws -> Result {
+        let tenant = await holds.pass(tenant)
         do {
             return try await withPooledConnection(for: tenant, priority: priority, body)
         } catch let error as PSQLError where error.serverInfo?[.sqlState] == Self.readOnlyTransaction {
@@ -175,6 +177,11 @@ public final class TenantPools: Service, Sendable {
     /// Closes a tenant's pool now (its database moved, was suspended or deleted).
     public func close(tenantID: String) {
         state.withLock { state in retire(tenantID, &state) }
+    }
+
+    /// How many of the tenant's connections are in use by this process now.
+    public func connectionsInUse(tenantID: String) -> Int {
+        state.withLock { $0.pools[tenantID]?.inFlight ?? 0 }
     }
 
     public var usage: Usage {
