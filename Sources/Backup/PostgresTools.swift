@@ -7,7 +7,8 @@ import SystemPackage
 /// pick a version by guessing and add a Perl start-up to every call), run as
 /// child processes (swift-subprocess), always logged in as the tenant.
 /// Passwords travel in the child's environment (PGPASSWORD), never on its
-/// command line, where `ps` would show them.
+/// command line, where `ps` would show them. The TLS settings travel in the
+/// `--dbname` URL (sslmode, sslrootcert, sslcert, sslkey), as libpq reads them.
 public struct PostgresTools: Sendable {
     public let binDirectory: String
 
@@ -62,6 +63,13 @@ public struct PostgresTools: Sendable {
         var environment: [Environment.Key: String] = ["PGAPPNAME": "tenantplane", "PGCONNECT_TIMEOUT": "10", "LC_ALL": "C"]
         environment["PATH"] = ProcessInfo.processInfo.environment["PATH"]
         environment["PGPASSWORD"] = login.url.password
+        // Without sslrootcert our own connections check against the system's
+        // trust store, but libpq 15 looks for ~/.postgresql/root.crt (and
+        // has no sslrootcert=system): point it at the same bundle, so that a
+        // verify-ca/verify-full URL trusts the same CAs in pg_dump as here.
+        if login.url.sslRootCert == nil, [.verifyCA, .verifyFull].contains(login.url.sslMode) {
+            environment["PGSSLROOTCERT"] = Self.systemTrustBundles.first(where: FileManager.default.isReadableFile)
+        }
         // The pinned settings win over any the tenant's database sets for itself.
         environment["PGOPTIONS"] = TenantLogin.startupOptions()
         var options = PlatformOptions()
@@ -102,6 +110,9 @@ public struct PostgresTools: Sendable {
         else { return nil }
         return result.standardOutput.trimmingCharacters(in: .whitespacesAndNewlines)
     }
+
+    /// Where NIOSSL finds the system's trust store on Linux.
+    private static let systemTrustBundles = ["/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt"]
 
     private static func versionedDirectories() -> [String] {
         let base = "/usr/lib/postgresql"

@@ -1,4 +1,5 @@
 import Logging
+import NIOSSL
 import PostgresNIO
 
 /// One-shot work against a database (CLI commands, provisioning, migrations)
@@ -94,6 +95,8 @@ extension Error {
 /// Failures to reach or use a PostgreSQL server, as an operator sees them.
 public enum DatabaseError: OperatorError {
     case unreachable(server: String, reason: String)
+    /// The TLS handshake refused the server (or the server refused TLS).
+    case tlsRefused(server: String, reason: String)
     case authenticationFailed(server: String)
     case databaseMissing(server: String)
     case server(sqlState: String, message: String)
@@ -106,8 +109,27 @@ public enum DatabaseError: OperatorError {
             case "3D000": self = .databaseMissing(server: server)
             default: self = .server(sqlState: state, message: error.serverMessage ?? "server error")
             }
+        } else if let reason = Self.tlsRefusal(error, url: url) {
+            self = .tlsRefused(server: server, reason: reason)
         } else {
             self = .unreachable(server: server, reason: Self.describe(error))
+        }
+    }
+
+    /// What the handshake found wrong, in the URL's terms, when TLS is what
+    /// failed: the raw BoringSSL error names neither the CA file nor the host.
+    static func tlsRefusal(_ error: any Error, url: PostgresURL) -> String? {
+        if let psql = error as? PSQLError, psql.code == .sslUnsupported {
+            return "the server does not offer TLS, which sslmode=\(url.sslMode.rawValue) requires"
+        }
+        switch (error as? PSQLError)?.underlying ?? error {
+        case let failure as NIOSSLExtraError where failure == .failedToValidateHostname:
+            return "its certificate does not name \(url.host) (sslmode=verify-full checks the host name)"
+        case NIOSSLError.handshakeFailed(let failure) where "\(failure)".contains("CERTIFICATE_VERIFY_FAILED"):
+            let trusted = url.sslRootCert.map { "a CA in sslrootcert \($0)" } ?? "a CA of the system's trust store"
+            return "its certificate is not signed by \(trusted)"
+        default:
+            return nil
         }
     }
 
@@ -121,7 +143,7 @@ public enum DatabaseError: OperatorError {
 
     public var httpStatus: Int {
         switch self {
-        case .unreachable, .authenticationFailed, .databaseMissing: 503
+        case .unreachable, .tlsRefused, .authenticationFailed, .databaseMissing: 503
         case .server: 500
         }
     }
@@ -129,6 +151,7 @@ public enum DatabaseError: OperatorError {
     public var code: String {
         switch self {
         case .unreachable: "database_unreachable"
+        case .tlsRefused: "database_tls_refused"
         case .authenticationFailed: "database_authentication_failed"
         case .databaseMissing: "database_missing"
         case .server: "database_error"
@@ -138,6 +161,7 @@ public enum DatabaseError: OperatorError {
     public var message: String {
         switch self {
         case .unreachable(let server, let reason): "cannot reach PostgreSQL at \(server): \(reason)"
+        case .tlsRefused(let server, let reason): "TLS to PostgreSQL at \(server) refused: \(reason)"
         case .authenticationFailed(let server): "PostgreSQL at \(server) refused the login (wrong user or password)"
         case .databaseMissing(let server): "the database does not exist on PostgreSQL at \(server)"
         case .server(let state, let message): "PostgreSQL error \(state): \(message)"

@@ -9,7 +9,7 @@ public struct TenantLogin: Sendable, Hashable {
     public let url: PostgresURL
 
     /// `server` is any URL of the tenant's PostgreSQL server (its admin URL):
-    /// only its host, port and `sslmode` are kept.
+    /// only its host, port and TLS settings (`sslmode`, its files) are kept.
     public init(slug: TenantSlug, password: String, server: PostgresURL) {
         self.slug = slug
         url = server.with(user: slug.roleName, password: password).with(database: slug.databaseName)
