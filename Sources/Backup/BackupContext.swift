@@ -20,6 +20,9 @@ public struct BackupContext: Sendable {
     public let logger: Logger
     /// Test hook: `tenant move` kills its process right after this phase.
     let faultAfterMovePhase: MovePhase?
+    /// `TENANTPLANE_MOVE_PAUSE`: the longest an online move holds the
+    /// tenant's requests while it switches.
+    let movePause: Duration
     /// The server's control pool; the CLI opens a connection per operation.
     let controlPool: PostgresClient?
 
@@ -32,11 +35,13 @@ public struct BackupContext: Sendable {
         public var storageRoot: String
         public var postgresBinDirectory: String?
         public var faultAfterMovePhase: String?
+        public var movePause: Duration
 
         public init(
             controlURL: PostgresURL, masterKey: MasterKey, migrations: MigrationSet, storageRoot: String,
-            postgresBinDirectory: String?, faultAfterMovePhase: String?
+            postgresBinDirectory: String?, faultAfterMovePhase: String?, movePause: Duration = .seconds(1)
         ) {
+            self.movePause = movePause
             self.controlURL = controlURL
             self.masterKey = masterKey
             self.migrations = migrations
@@ -54,6 +59,7 @@ public struct BackupContext: Sendable {
         storageRoot = configuration.storageRoot
         postgresBinDirectory = configuration.postgresBinDirectory
         faultAfterMovePhase = configuration.faultAfterMovePhase.flatMap(MovePhase.init(rawValue:))
+        movePause = configuration.movePause
         self.logger = logger
         self.controlPool = controlPool
     }

@@ -26,11 +26,14 @@ public enum BackupError: OperatorError, Equatable {
     case unsignedArchive(String)
     case importFailed(slug: String, reason: String)
     case moveFailed(slug: String, reason: String)
+    /// The tenant cannot move online (its schema is not the template's, or
+    /// the servers do not allow it): why. `--offline` moves it by dump and restore.
+    case onlineMoveRefused(String)
 
     public var httpStatus: Int {
         switch self {
         case .invalidArchive, .newerSchema, .foreignArtifactPaths, .unsignedArchive: 422
-        case .outputExists: 409
+        case .outputExists, .onlineMoveRefused: 409
         case .inconsistentArtifacts: 409
         case .toolMissing, .toolFailed, .fileSystem, .verificationFailed, .importFailed, .moveFailed: 500
         }
@@ -50,6 +53,7 @@ public enum BackupError: OperatorError, Equatable {
         case .unsignedArchive: "archive_not_signed"
         case .importFailed: "import_failed"
         case .moveFailed: "move_failed"
+        case .onlineMoveRefused: "online_move_refused"
         }
     }
 
@@ -72,6 +76,8 @@ public enum BackupError: OperatorError, Equatable {
             "importing \(slug) failed; its database, role and files were dropped (the tenant is marked failed): \(reason)"
         case .moveFailed(let slug, let reason):
             "moving \(slug) failed; it stays on its old server, active: \(reason)"
+        case .onlineMoveRefused(let why):
+            "cannot move online: \(why); `tenant move --offline` moves it by dump and restore (writes paused meanwhile)"
         }
     }
 }

@@ -17,6 +17,8 @@ public struct MoveReport: Sendable, Codable, Equatable {
     public var moveId: UUID
     public var fromServer: String
     public var toServer: String
+    /// By logical replication, with writes held only for the switch.
+    public var online: Bool
     /// Rows per table, equal on both servers before the switch.
     public var rowCounts: [String: Int64]
     public var artifactsVerified: Int
@@ -49,7 +51,8 @@ public struct TenantMover: Sendable {
     }
 
     public func move(
-        _ slug: TenantSlug, to target: String, actor: ControlPlane.Actor, progress: ProgressReporter = { _ in }
+        _ slug: TenantSlug, to target: String, offline: Bool = false, actor: ControlPlane.Actor,
+        progress: ProgressReporter = { _ in }
     ) async throws -> MoveReport {
         let started = ContinuousClock.now
         let context = self.context
@@ -57,7 +60,7 @@ public struct TenantMover: Sendable {
             try await store.withTenantLock(slug) {
                 try await store.audited(
                     actor, .tenantMove, resourceId: slug.rawValue,
-                    details: ["to_server": target]
+                    details: ["to_server": target, "offline": "\(offline)"]
                 ) {
                     var recovered: String?
                     if let open = try await store.openMove(slug) {
@@ -70,12 +73,14 @@ public struct TenantMover: Sendable {
                     let from = try tenant.requireServer()
                     if from == target, let recovered {
                         return MoveReport(
-                            tenant: slug.rawValue, moveId: UUID(), fromServer: from, toServer: target, rowCounts: [:],
+                            tenant: slug.rawValue, moveId: UUID(), fromServer: from, toServer: target, online: false,
+                            rowCounts: [:],
                             artifactsVerified: 0, writeBlockedMilliseconds: 0,
                             durationMilliseconds: (ContinuousClock.now - started).milliseconds,
                             recoveredEarlierMove: recovered)
                     }
-                    var report = try await move(tenant, slug: slug, from: from, to: target, store: store, progress: progress)
+                    var report = try await move(
+                        tenant, slug: slug, from: from, to: target, offline: offline, store: store, progress: progress)
                     report.recoveredEarlierMove = recovered
                     report.durationMilliseconds = (ContinuousClock.now - started).milliseconds
                     return report
@@ -85,7 +90,7 @@ public struct TenantMover: Sendable {
     }
 
     private func move(
-        _ tenant: TenantRecord, slug: TenantSlug, from: String, to target: String, store: ControlStore,
+        _ tenant: TenantRecord, slug: TenantSlug, from: String, to target: String, offline: Bool, store: ControlStore,
         progress: ProgressReporter
     ) async throws -> MoveReport {
         let context = self.context
@@ -116,7 +121,26 @@ public struct TenantMover: Sendable {
                 "server \(target) already has a database \(names.database.name); drop it there first if it is a leftover")
         }
 
-        let move = try await store.startMove(slug, from: from, to: target)
+        var online = !offline
+        if online, let why = try await onlineRefusal(sourceAdmin: sourceAdmin, targetAdmin: targetAdmin, from: from, to: target) {
+            progress("\(slug): moving offline (writes paused for the copy): \(why)")
+            online = false
+        }
+        let move = try await store.startMove(slug, from: from, to: target, online: online)
+        if online {
+            do {
+                return try await moveOnline(
+                    tenant, move: move, sourceAdmin: sourceAdmin, targetAdmin: targetAdmin, store: store, progress: progress)
+            } catch {
+                let reason = OperatorFailure(error).message
+                logger.error("online move failed; rolling back", metadata: ["tenant": "\(slug)", "error": "\(reason)"])
+                var current = try await store.openMove(slug) ?? move
+                current.error = reason
+                _ = try await recover(current, store: store)
+                if let refused = error as? BackupError, case .onlineMoveRefused = refused { throw refused }
+                throw BackupError.moveFailed(slug: slug.rawValue, reason: reason)
+            }
+        }
         var moveLogger = logger
         moveLogger[metadataKey: "tenant"] = "\(slug)"
         moveLogger[metadataKey: "move"] = "\(move.id)"
@@ -186,7 +210,8 @@ public struct TenantMover: Sendable {
         try await dropOldCopy(slug, server: from, store: store)
         try await phase(move.id, .finished, store: store)
         return MoveReport(
-            tenant: slug.rawValue, moveId: move.id, fromServer: from, toServer: target, rowCounts: snapshot.rowCounts,
+            tenant: slug.rawValue, moveId: move.id, fromServer: from, toServer: target, online: false,
+            rowCounts: snapshot.rowCounts,
             artifactsVerified: verified, writeBlockedMilliseconds: blocked.milliseconds, durationMilliseconds: 0,
             recoveredEarlierMove: nil)
     }
@@ -195,12 +220,18 @@ public struct TenantMover: Sendable {
     /// The caller holds the tenant's lock. Returns what it did.
     func recover(_ move: TenantMoveRecord, store: ControlStore) async throws -> String {
         let slug = try TenantSlug(move.tenantId)
+        if move.phase >= .switched, move.online {
+            try await finishOnline(move, store: store, progress: { _ in })
+            return try await store.openMove(slug) == nil
+                ? "finished" : "switched; the old copy waits until every live process acknowledges the switch"
+        }
         if move.phase >= .switched {
             try await dropOldCopy(slug, server: move.fromServer, store: store)
             try await store.setMovePhase(move.id, .finished)
             return "finished"
         }
         var notes: [String] = []
+        if move.online { notes += try await rollBackOnline(move, store: store) }
         if move.phase >= .creatingTarget {
             do {
                 try await dropCopy(slug, server: move.toServer, store: store)
@@ -266,7 +297,7 @@ public struct TenantMover: Sendable {
         context.logger.info("old copy dropped after a move", metadata: ["tenant": "\(slug)", "server": "\(server)"])
     }
 
-    private func dropCopy(_ slug: TenantSlug, server: String, store: ControlStore) async throws {
+    func dropCopy(_ slug: TenantSlug, server: String, store: ControlStore) async throws {
         let names = try TenantNames(slug)
         let logger = context.logger
         try await DatabaseConnection.with(try await context.adminURL(of: server, store: store), logger: logger) { connection in
@@ -281,12 +312,12 @@ public struct TenantMover: Sendable {
         }
     }
 
-    private func phase(_ id: UUID, _ phase: MovePhase, store: ControlStore) async throws {
+    func phase(_ id: UUID, _ phase: MovePhase, store: ControlStore) async throws {
         try await store.setMovePhase(id, phase)
         try fault(after: phase)
     }
 
-    private func fault(after phase: MovePhase) throws {
+    func fault(after phase: MovePhase) throws {
         guard context.faultAfterMovePhase == phase else { return }
         context.logger.critical("fault injection: killing the process after move phase \(phase.rawValue)")
         kill(getpid(), SIGKILL)

@@ -87,15 +87,30 @@ extension Tenantplane.Tenant {
             commandName: "move",
             abstract: "Move a tenant's database to another database server.",
             discussion: """
-                The tenant's writes get 503 with Retry-After while its database is copied (reads go on). \
-                The copy is checked (row counts per table, artifact digests) before the tenant is switched \
-                to it in one control-database transaction; the old copy is dropped once routers have followed. \
-                A failure before the switch leaves the tenant on its old server, active. A move cut short \
-                (crash, kill) is rolled back or finished by running this command again, or by `serve`.
+                Online (the default, where both servers allow it; `server list` says): the target database is \
+                built from the tenant migrations, the tenant's tables are published on the old server and \
+                subscribed to on the new one (logical replication: an initial copy, then streaming), and \
+                writes go on meanwhile. Once the target has caught up, every serving process holds the \
+                tenant's requests for at most TENANTPLANE_MOVE_PAUSE (default 1 s) while the old database \
+                refuses writes, the target confirms the last change, sequences are carried over and row \
+                counts compared; then routing switches and the held requests go to the new database. The \
+                subscription, replication slots, publication and the move's replication role are dropped, \
+                and the old database once every live process has acknowledged the switch. A tenant whose \
+                schema is not the template's (run `migrate tenants` first, or it has tables of its own) is \
+                refused: use --offline.
+
+                --offline (and the fallback when a server cannot replicate): the tenant's writes get 503 \
+                with Retry-After while its database is dumped and restored (reads go on).
+
+                Either way the copy is checked (row counts per table, artifact digests) before the switch, \
+                a failure before the switch leaves the tenant on its old server, active, and a move cut \
+                short (crash, kill) is rolled back or finished by running this command again, or by `serve`.
                 """
         )
         @Argument(help: "Tenant id.") var slug: String
         @Option(name: .long, help: "Target database server (see: tenantplane server list).") var to: String
+        @Flag(name: .long, help: "Move by dump and restore, pausing writes for the copy (no replication).")
+        var offline = false
         @OptionGroup var output: JSONFlag
 
         func run() async throws {
@@ -104,12 +119,12 @@ extension Tenantplane.Tenant {
                 let context = try CommandContext()
                 let backup = try BackupContext(settings: context.settings, logger: context.logger)
                 let report = try await TenantMover(context: backup).move(
-                    slug, to: to, actor: context.actor, progress: Output.progress(quiet: output.json))
+                    slug, to: to, offline: offline, actor: context.actor, progress: Output.progress(quiet: output.json))
                 if output.json { return try Output.json(report) }
                 if let earlier = report.recoveredEarlierMove { Output.note("tenantplane: earlier interrupted move: \(earlier)") }
                 let rows = report.rowCounts.values.reduce(0, +)
                 Output.line(
-                    "moved \(report.tenant) from \(report.fromServer) to \(report.toServer): \(rows) rows in \(report.rowCounts.count) tables and \(report.artifactsVerified) artifacts verified, writes paused \(report.writeBlockedMilliseconds) ms, \(report.durationMilliseconds) ms in all")
+                    "moved \(report.tenant) from \(report.fromServer) to \(report.toServer): \(rows) rows in \(report.rowCounts.count) tables and \(report.artifactsVerified) artifacts verified, \(report.online ? "online, requests held" : "offline, writes paused") \(report.writeBlockedMilliseconds) ms, \(report.durationMilliseconds) ms in all")
             }
         }
     }

@@ -1,8 +1,11 @@
 import ArgumentParser
+import Backup
 import Config
 import ControlPlane
 import Core
 import Foundation
+import Provisioner
+import Runtime
 
 extension Tenantplane {
     struct Server: AsyncParsableCommand {
@@ -52,7 +55,10 @@ extension Tenantplane.Server {
                     try await store.addServer(
                         name: name, adminURL: adminURL, capacity: capacity, secrets: context.secrets, actor: context.actor)
                 }
-                if output.json { try Output.json(server) } else { Output.line("added server \(server.name)") }
+                let backup = try BackupContext(settings: context.settings, logger: context.logger)
+                let status = try await TenantMover(context: backup).replicationStatus(of: [server])[server.name]
+                if output.json { return try Output.json(ServerListing(server: server, replication: status)) }
+                Output.line("added server \(server.name); online moves: \(ServerListing.describe(status))")
             }
         }
 
@@ -91,16 +97,47 @@ extension Tenantplane.Server {
             try await reportingFailures {
                 let context = try CommandContext()
                 let servers = try await context.withControl { try await $0.servers() }
-                if output.json { return try Output.json(servers) }
+                let backup = try BackupContext(settings: context.settings, logger: context.logger)
+                let statuses = try await TenantMover(context: backup).replicationStatus(of: servers)
+                let listings = servers.map { ServerListing(server: $0, replication: statuses[$0.name]) }
+                if output.json { return try Output.json(listings) }
                 Output.table(
-                    ["NAME", "TENANTS", "CAPACITY", "ACTIVE", "TEMPLATE", "URL"],
-                    servers.map {
+                    ["NAME", "TENANTS", "CAPACITY", "ACTIVE", "TEMPLATE", "ONLINE MOVES", "URL"],
+                    listings.map {
                         [
-                            $0.name, String($0.tenantCount), String($0.capacity), $0.isActive ? "yes" : "no",
-                            $0.templateVersion.map(String.init) ?? "-", $0.adminUrl,
+                            $0.server.name, String($0.server.tenantCount), String($0.server.capacity),
+                            $0.server.isActive ? "yes" : "no", $0.server.templateVersion.map(String.init) ?? "-",
+                            ServerListing.describe($0.replication), $0.server.adminUrl,
                         ]
                     })
+                for listing in listings {
+                    for slot in listing.replication?.unknownSlots ?? [] {
+                        Output.line(
+                            "warning: server \(listing.server.name) holds replication slot \(slot.name) (database \(slot.database ?? "-"), \(slot.active ? "active" : "inactive"), retaining \(Output.bytes(slot.retainedBytes)) of WAL) that no open tenant move accounts for")
+                    }
+                }
             }
         }
+    }
+}
+
+/// A server as `server add` and `server list` show it: its record and whether
+/// it can take part in online moves.
+struct ServerListing: Encodable {
+    let server: DatabaseServer
+    let replication: ServerReplicationStatus?
+
+    private enum Keys: String, CodingKey { case onlineMoves }
+
+    func encode(to encoder: any Encoder) throws {
+        try server.encode(to: encoder)
+        var container = encoder.container(keyedBy: Keys.self)
+        try container.encode(replication, forKey: .onlineMoves)
+    }
+
+    static func describe(_ status: ServerReplicationStatus?) -> String {
+        guard let status else { return "unknown" }
+        guard status.onlineMoves else { return "no: \(status.reason ?? "unknown")" }
+        return "yes (\(status.concurrentMoves) at once as source)"
     }
 }

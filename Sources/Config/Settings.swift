@@ -18,6 +18,10 @@ public struct Settings: Sendable {
     public var poolWait: Duration
     /// How long a tenant whose database did not answer is refused at once.
     public var downtimeBackoff: Duration
+    /// `TENANTPLANE_MOVE_PAUSE`: the longest an online move holds a tenant's
+    /// requests while it switches servers (it tries again, up to three times,
+    /// rather than hold longer).
+    public var movePause: Duration
     /// The front door: what an unauthenticated client may hold or cost.
     public var idleTimeout: Duration
     public var requestHeadTimeout: Duration
@@ -147,6 +151,8 @@ public struct Settings: Sendable {
         poolWait = .milliseconds(waitMilliseconds ?? 5_000)
         downtimeBackoff = .milliseconds(
             try milliseconds(value("TENANTPLANE_DOWNTIME_BACKOFF"), key: "TENANTPLANE_DOWNTIME_BACKOFF") ?? 1_000)
+        movePause = .milliseconds(
+            max(50, try milliseconds(value("TENANTPLANE_MOVE_PAUSE"), key: "TENANTPLANE_MOVE_PAUSE") ?? 1_000))
         idleTimeout = .milliseconds(
             max(1, try milliseconds(value("TENANTPLANE_IDLE_TIMEOUT"), key: "TENANTPLANE_IDLE_TIMEOUT") ?? 30_000))
         requestHeadTimeout = .milliseconds(

@@ -62,7 +62,7 @@ extension ControlStore {
     public func liveProcesses() async throws -> Set<String> {
         let rows = try await connection.query(
             """
-            SELECT substr(application_name, \(Self.processNamePrefix.count + 1)) FROM pg_stat_activity
+            SELECT substr(application_name, \(Self.processNamePrefix.count + 1)::int) FROM pg_stat_activity
             WHERE datname = current_database() AND starts_with(application_name, \(Self.processNamePrefix))
             """,
             logger: logger)

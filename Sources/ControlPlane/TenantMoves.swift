@@ -15,11 +15,18 @@ public enum MovePhase: String, Sendable, Codable, Comparable {
     /// About to create the target database (which did not exist before): from
     /// here a rollback drops it.
     case creatingTarget = "creating_target"
-    case restored, verified, switched, finished
+    case restored
+    /// Online: the publication, the slots, the subscription and the mover's
+    /// role may exist from here on, and a rollback looks for all of them.
+    case subscribed
+    /// Online: the initial copy is done; changes stream.
+    case synced
+    case verified, switched, finished
     case rolledBack = "rolled_back"
 
     static let order: [MovePhase] = [
-        .started, .fenced, .dumped, .creatingTarget, .restored, .verified, .switched, .finished, .rolledBack,
+        .started, .fenced, .dumped, .creatingTarget, .restored, .subscribed, .synced, .verified, .switched, .finished,
+        .rolledBack,
     ]
 
     public static func < (lhs: MovePhase, rhs: MovePhase) -> Bool {
@@ -33,6 +40,8 @@ public struct TenantMoveRecord: Sendable, Codable, Equatable {
     public var fromServer: String
     public var toServer: String
     public var phase: MovePhase
+    /// By logical replication (the source stays writable until a short fence).
+    public var online: Bool
     public var error: String?
     public var startedAt: Date
     public var finishedAt: Date?
@@ -57,21 +66,21 @@ extension ControlStore {
         return try await rows.collect().map { try $0.decode(String.self) }
     }
 
-    static let moveColumns = "id, tenant_id, from_server, to_server, phase, error, started_at, finished_at"
+    static let moveColumns = "id, tenant_id, from_server, to_server, phase, online, error, started_at, finished_at"
 
     static func decodeMove(_ row: PostgresRow) throws -> TenantMoveRecord {
-        let (id, tenant, from, to, phase, error, started, finished) = try row.decode(
-            (UUID, String, String, String, String, String?, Date, Date?).self)
+        let (id, tenant, from, to, phase, online, error, started, finished) = try row.decode(
+            (UUID, String, String, String, String, Bool, String?, Date, Date?).self)
         return TenantMoveRecord(
             id: id, tenantId: tenant, fromServer: from, toServer: to, phase: MovePhase(rawValue: phase) ?? .started,
-            error: error, startedAt: started, finishedAt: finished)
+            online: online, error: error, startedAt: started, finishedAt: finished)
     }
 
-    public func startMove(_ slug: TenantSlug, from: String, to: String) async throws -> TenantMoveRecord {
+    public func startMove(_ slug: TenantSlug, from: String, to: String, online: Bool) async throws -> TenantMoveRecord {
         let rows = try await connection.query(
             """
-            INSERT INTO tenant_moves (tenant_id, from_server, to_server, phase)
-            VALUES (\(slug.rawValue), \(from), \(to), 'started')
+            INSERT INTO tenant_moves (tenant_id, from_server, to_server, phase, online)
+            VALUES (\(slug.rawValue), \(from), \(to), 'started', \(online))
             RETURNING \(unescaped: Self.moveColumns)
             """,
             logger: logger)

@@ -15,6 +15,8 @@ struct AdminBackupRoutes {
 
     struct MoveRequest: Decodable {
         let to: String
+        /// Dump and restore instead of logical replication.
+        let offline: Bool?
     }
 
     struct Jobs: ResponseEncodable { let jobs: [JobView] }
@@ -75,7 +77,8 @@ struct AdminBackupRoutes {
             let mover = TenantMover(context: self.context)
             try runner.submit(job) { [tenantChanged] progress in
                 defer { tenantChanged(slug) }
-                return try Self.json(try await mover.move(slug, to: body.to, actor: .adminToken, progress: progress))
+                return try Self.json(try await mover.move(
+                    slug, to: body.to, offline: body.offline ?? false, actor: .adminToken, progress: progress))
             }
             return EditedResponse(status: .accepted, response: JobView(job))
         }

@@ -128,14 +128,23 @@ public struct ServerAdmin {
     /// Makes every new session of `database` read-only (or lifts that), then
     /// ends the sessions opened before: from here on nothing writes to it
     /// until the fence is lifted. Ending them twice, a moment apart, catches a
-    /// session that was starting up (past its settings) while the first pass ran.
+    /// session that was starting up (past its settings) while the first pass
+    /// ran. WAL senders write nothing and are kept: an online move's fence
+    /// waits for its stream to confirm the last change, which a reconnect
+    /// would delay by seconds.
     public func setReadOnly(_ database: SQLIdentifier, _ readOnly: Bool) async throws {
         let setting = readOnly ? "SET default_transaction_read_only = on" : "RESET default_transaction_read_only"
         try await connection.query(PostgresQuery(unsafeSQL: "ALTER DATABASE \(database.quoted) \(setting)"), logger: logger)
         guard readOnly else { return }
-        try await terminateConnections(to: database)
-        try await Task.sleep(for: .milliseconds(50))
-        try await terminateConnections(to: database)
+        for pass in 1...2 {
+            if pass == 2 { try await Task.sleep(for: .milliseconds(50)) }
+            try await connection.query(
+                """
+                SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                WHERE datname = \(database.name) AND pid <> pg_backend_pid() AND backend_type <> 'walsender'
+                """,
+                logger: logger)
+        }
     }
 
     /// The cluster's identity: two server entries with the same one are the

@@ -33,7 +33,7 @@ extension BackupContext.Configuration {
             controlURL: try settings.requireControlURL(), masterKey: try settings.requireMasterKey(),
             migrations: try migrations ?? MigrationSet(directory: settings.tenantMigrationsDirectory),
             storageRoot: settings.storageRoot, postgresBinDirectory: settings.postgresBinDirectory,
-            faultAfterMovePhase: settings.faultAfterMovePhase)
+            faultAfterMovePhase: settings.faultAfterMovePhase, movePause: settings.movePause)
     }
 }
 

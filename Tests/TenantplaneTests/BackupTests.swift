@@ -395,7 +395,7 @@ struct BackupTests {
             let stop = Stopwatch()
             async let writes = Self.keepWriting(api, key: seeded.key, until: stop)
             try await Task.sleep(for: .milliseconds(300))
-            let moved = try await fixture.cli.run("tenant", "move", seeded.slug, "--to", "second", "--json")
+            let moved = try await fixture.cli.run("tenant", "move", seeded.slug, "--to", "second", "--offline", "--json")
             try await Task.sleep(for: .seconds(2))
             stop.stop()
             let outcome = try await writes
@@ -425,6 +425,161 @@ struct BackupTests {
             #expect(String(buffer: file.body) == seeded.artifactBytes)
             }
         }
+    }
+
+    @Test func anOnlineMoveKeepsEveryWriteHoldsRequestsBrieflyAndLeavesNoSlotBehind() async throws {
+        try await TenantAPIFixture.with { api in
+            let fixture = api.provisioning
+            let seeded = try await SeededTenant.make(api, prefix: "online")
+            try await fixture.addSecondServer()
+            try await fixture.cleaningSecondCluster([seeded.slug]) {
+                let database = try TenantSlug(seeded.slug).databaseName
+                let stop = Stopwatch()
+                async let writes = Self.keepWritingTimed(api, key: seeded.key, until: stop)
+                async let reads = Self.keepReading(api, key: seeded.key, run: seeded.runs[0], until: stop)
+                try await Task.sleep(for: .milliseconds(300))
+                let moved = try await fixture.cli.run("tenant", "move", seeded.slug, "--to", "second", "--json")
+                try await Task.sleep(for: .seconds(1))
+                stop.stop()
+                let (written, read) = try await (writes, reads)
+                try #require(moved.exitCode == 0, "\(moved.stderr)")
+                let report = try #require(try moved.jsonObject() as? [String: Any])
+                #expect(report["online"] as? Bool == true)
+                let held = try #require(report["write_blocked_milliseconds"] as? Int)
+                #expect(held < 1000)
+                var gap: Duration = .zero
+                for (earlier, later) in zip(written.times, written.times.dropFirst()) { gap = max(gap, later - earlier) }
+                print("online move: requests held \(held) ms; longest gap between acknowledged writes \(gap); \(written.acknowledged.count) writes, \(written.refused) refused (503); \(read.ok) reads, \(read.refused) refused")
+                #expect(written.unexpected.isEmpty && read.unexpected.isEmpty, "\(written.unexpected) \(read.unexpected)")
+                #expect(written.acknowledged.count > 0 && read.ok > 0)
+
+                // Every acknowledged write is on the target; the old database is gone.
+                let url = try await fixture.tenantURL(seeded.slug)
+                #expect(url.port == (try ProvisioningFixture.secondClusterURL.port))
+                let stored = Set(try await TestCluster.query(url, "SELECT id::text FROM runs").map { try $0.decode(String.self) })
+                #expect(Set(written.acknowledged).subtracting(stored).isEmpty)
+                #expect(try await fixture.tenantDatabases(seeded.slug).isEmpty)
+                // The sequences continue: a new artifact row's id is above every earlier one.
+                let upload = try await api.client.execute(
+                    uri: "/v1/runs/\(seeded.runs[0])/steps/outline/artifacts/after.txt", method: .post,
+                    headers: [.authorization: "Bearer \(seeded.key)"], body: ByteBuffer(string: "after the move\n"))
+                #expect(upload.status == .created, "\(String(buffer: upload.body))")
+                let ids = try await TestCluster.query(
+                    url, "SELECT (max(id) FILTER (WHERE file_path LIKE '%after.txt'))::int, (max(id) FILTER (WHERE file_path NOT LIKE '%after.txt'))::int FROM artifacts"
+                ).first?.decode((Int?, Int?).self)
+                #expect((ids?.0 ?? 0) > (ids?.1 ?? Int.max))
+                // No slot, subscription, publication or mover role is left on either server.
+                let tag = try #require(report["move_id"] as? String).lowercased().replacingOccurrences(of: "-", with: "").prefix(16)
+                for cluster in [try TestCluster.adminURL, try ProvisioningFixture.secondClusterURL] {
+                    let left = try await TestCluster.query(
+                        cluster,
+                        """
+                        SELECT (SELECT count(*) FROM pg_replication_slots WHERE slot_name = \("tp_move_\(tag)") OR database = \(database))::int
+                            + (SELECT count(*) FROM pg_subscription WHERE subname = \("tp_move_\(tag)"))::int
+                            + (SELECT count(*) FROM pg_roles WHERE rolname = \("tp_mover_\(tag)"))::int
+                        """
+                    ).first?.decode(Int.self)
+                    #expect(left == 0)
+                }
+                let publications = try await TestCluster.query(url, "SELECT count(*)::int FROM pg_publication").first?.decode(Int.self)
+                #expect(publications == 0)
+                let file = try await api.call(.get, "/v1/runs/\(seeded.runs[0])/steps/outline/artifacts/notes.txt", key: seeded.key)
+                #expect(String(buffer: file.body) == seeded.artifactBytes)
+            }
+        }
+    }
+
+    @Test func anOnlineMoveKilledMidwayIsRolledBackWithItsSlotsOrFinished() async throws {
+        try await ProvisioningFixture.with { fixture in
+            try await fixture.addSecondServer()
+            let early = try await Self.cliTenant(fixture, "okill-early")
+            let late = try await Self.cliTenant(fixture, "okill-late")
+            try await fixture.cleaningSecondCluster([early, late]) {
+                var killing = fixture.cli
+                killing.environment["TENANTPLANE_FAULT_AFTER_MOVE"] = "synced"
+                let killed = try await killing.run("tenant", "move", early, "--to", "second")
+                #expect(killed.stderr.contains("fault injection"), "\(killed.stderr)")
+                // Streaming when it died: a slot holds WAL on the source.
+                let database = try TenantSlug(early).databaseName
+                let slots = try await TestCluster.query(
+                    TestCluster.adminURL, "SELECT count(*)::int FROM pg_replication_slots WHERE database = \(database)")
+                #expect(try slots.first?.decode(Int.self) ?? 0 >= 1)
+                #expect(try await Self.writable(fixture, early))
+                // The slot is the open move's: `server list` does not call it unknown.
+                let listed = try await fixture.cli.run("server", "list")
+                #expect(!listed.stdout.contains("no open tenant move accounts for"), "\(listed.stdout)")
+
+                let rerun = try await fixture.cli.run("tenant", "move", early, "--to", "second", "--json")
+                #expect(rerun.exitCode == 0, "\(rerun.stderr)")
+                let report = try #require(try rerun.jsonObject() as? [String: Any])
+                #expect(report["recovered_earlier_move"] as? String == "rolled back")
+                #expect(report["online"] as? Bool == true)
+                #expect(try await fixture.tenantDatabases(early).isEmpty)
+                // Its three runs and the one the writability probe added, streamed over.
+                let rows = try await TestCluster.query(try await fixture.tenantURL(early), "SELECT count(*)::int FROM runs")
+                #expect(try rows.first?.decode(Int.self) == 4)
+                let leftover = try await TestCluster.query(
+                    TestCluster.adminURL, "SELECT count(*)::int FROM pg_replication_slots WHERE database = \(database)")
+                #expect(try leftover.first?.decode(Int.self) == 0)
+
+                killing.environment["TENANTPLANE_FAULT_AFTER_MOVE"] = "switched"
+                let killedLate = try await killing.run("tenant", "move", late, "--to", "second")
+                #expect(killedLate.stderr.contains("fault injection"), "\(killedLate.stderr)")
+                #expect(try await fixture.tenantURL(late).port == (try ProvisioningFixture.secondClusterURL.port))
+                #expect(try await Self.writable(fixture, late))
+                let finished = try await fixture.cli.run("tenant", "move", late, "--to", "second", "--json")
+                #expect(finished.exitCode == 0, "\(finished.stderr)")
+                #expect(try #require(try finished.jsonObject() as? [String: Any])["recovered_earlier_move"] as? String == "finished")
+                #expect(try await fixture.tenantDatabases(late).isEmpty)
+                let lateDatabase = try TenantSlug(late).databaseName
+                let lateSlots = try await TestCluster.query(
+                    TestCluster.adminURL, "SELECT count(*)::int FROM pg_replication_slots WHERE database = \(lateDatabase)")
+                #expect(try lateSlots.first?.decode(Int.self) == 0)
+            }
+        }
+    }
+
+    /// Creates runs one after another until stopped: the ids acknowledged
+    /// (202) with the moment each was, the 503s, anything else.
+    private static func keepWritingTimed(_ api: TenantAPIFixture, key: String, until stop: Stopwatch) async throws
+        -> (acknowledged: [String], times: [ContinuousClock.Instant], refused: Int, unexpected: [String])
+    {
+        var acknowledged: [String] = []
+        var times: [ContinuousClock.Instant] = []
+        var refused = 0
+        var unexpected: [String] = []
+        while !stop.stopped {
+            let response = try await api.call(.post, "/v1/runs", key: key, body: #"{"steps":["outline"],"input":{}}"#)
+            switch response.status {
+            case .accepted:
+                acknowledged.append(try #require(response.json["id"] as? String))
+                times.append(.now)
+            case .serviceUnavailable where response.headers[.retryAfter] != nil:
+                refused += 1
+                try await Task.sleep(for: .milliseconds(20))
+            default:
+                unexpected.append("\(response.status.code) \(String(buffer: response.body))")
+            }
+        }
+        return (acknowledged, times, refused, unexpected)
+    }
+
+    /// Reads one run again and again until stopped.
+    private static func keepReading(_ api: TenantAPIFixture, key: String, run: String, until stop: Stopwatch) async throws
+        -> (ok: Int, refused: Int, unexpected: [String])
+    {
+        var ok = 0
+        var refused = 0
+        var unexpected: [String] = []
+        while !stop.stopped {
+            let response = try await api.call(.get, "/v1/runs/\(run)", key: key)
+            switch response.status {
+            case .ok: ok += 1
+            case .serviceUnavailable: refused += 1
+            default: unexpected.append("\(response.status.code) \(String(buffer: response.body))")
+            }
+        }
+        return (ok, refused, unexpected)
     }
 
     /// Creates runs one after another until stopped: the ids acknowledged
@@ -500,7 +655,7 @@ struct BackupTests {
             try await fixture.cleaningSecondCluster([early, late]) {
                 var killing = fixture.cli
                 killing.environment["TENANTPLANE_FAULT_AFTER_MOVE"] = "restored"
-                let killed = try await killing.run("tenant", "move", early, "--to", "second")
+                let killed = try await killing.run("tenant", "move", early, "--to", "second", "--offline")
                 #expect(killed.exitCode != 0)
                 #expect(killed.stderr.contains("fault injection"), "\(killed.stderr)")
                 // Killed before the switch: still on its old server, read-only,
@@ -509,7 +664,7 @@ struct BackupTests {
                 #expect(try await fixture.secondClusterDatabases(early).count == 1)
                 #expect(try await Self.writable(fixture, early) == false)
 
-                let rerun = try await fixture.cli.run("tenant", "move", early, "--to", "second", "--json")
+                let rerun = try await fixture.cli.run("tenant", "move", early, "--to", "second", "--offline", "--json")
                 #expect(rerun.exitCode == 0, "\(rerun.stderr)")
                 #expect(try #require(try rerun.jsonObject() as? [String: Any])["recovered_earlier_move"] as? String == "rolled back")
                 #expect(try await fixture.tenantDatabases(early).isEmpty)
@@ -519,7 +674,7 @@ struct BackupTests {
                 #expect(try await Self.writable(fixture, early))
 
                 killing.environment["TENANTPLANE_FAULT_AFTER_MOVE"] = "switched"
-                let killedLate = try await killing.run("tenant", "move", late, "--to", "second")
+                let killedLate = try await killing.run("tenant", "move", late, "--to", "second", "--offline")
                 #expect(killedLate.exitCode != 0, "\(killedLate.stderr)")
                 #expect(killedLate.stderr.contains("fault injection"), "\(killedLate.stderr)")
                 // Killed after the switch: it already lives, writable, on the
@@ -543,7 +698,7 @@ struct BackupTests {
             try await fixture.cleaningSecondCluster([slug]) {
                 var killing = fixture.cli
                 killing.environment["TENANTPLANE_FAULT_AFTER_MOVE"] = "dumped"
-                #expect(try await killing.run("tenant", "move", slug, "--to", "second").exitCode != 0)
+                #expect(try await killing.run("tenant", "move", slug, "--to", "second", "--offline").exitCode != 0)
                 #expect(try await Self.writable(fixture, slug) == false)
                 let app = try fixture.server(extra: ["TENANTPLANE_WORKERS": "0"])
                 try await app.test(.router) { _ in

@@ -238,8 +238,14 @@ struct SandboxTests {
                 #expect(migrated.exitCode == 0, "\(migrated.stdout) \(migrated.stderr)")
                 try await hostile.expectContained(before, roles: roles + [try TenantSlug(copy).roleName], when: "fleet migration")
 
-                // A move restores on the other cluster, where the check fires again.
-                let moved = try await newer.run("tenant", "move", copy, "--to", "second", "--json")
+                // Online, the target's schema is the template's: a tenant with
+                // tables of its own is refused, with nothing of its run anywhere.
+                let online = try await newer.run("tenant", "move", copy, "--to", "second", "--json")
+                #expect(online.exitCode != 0)
+                #expect(online.stderr.contains("--offline"), "\(online.stderr)")
+                try await hostile.expectContained(before, roles: roles + [try TenantSlug(copy).roleName], when: "online move")
+                // Offline, the dump restores on the other cluster, where the check fires again.
+                let moved = try await newer.run("tenant", "move", copy, "--to", "second", "--offline", "--json")
                 #expect(moved.exitCode == 0, "\(moved.stderr)")
                 try await hostile.expectContained(before, roles: roles + [try TenantSlug(copy).roleName], when: "move")
                 #expect(try await sessionDefaults(second, slug: copy) == 0)
