@@ -56,6 +56,12 @@ public struct FleetMigrator: Sendable {
             if let missing = slugs.first(where: { !found.contains($0) }) {
                 throw ControlError.notFound("tenant \(missing) is not an active or suspended tenant")
             }
+            // During a rolling deploy the older binary stops here: its files
+            // would read every newer database as drift, and its template
+            // refresh would take the templates back.
+            if let fleetVersion = try await store.highestFleetVersion(), fleetVersion > migrations.latestVersion {
+                throw MigrationError.binaryBehindFleet(knows: migrations.latestVersion, fleetAt: fleetVersion)
+            }
             var adminURLs: [String: PostgresURL] = [:]
             for server in Set(tenants.map(\.server)).sorted() {
                 adminURLs[server] = try await store.adminURL(ofServer: server, secrets: secrets, controlURL: controlURL)
