@@ -75,8 +75,25 @@ extension Tenantplane.Migrate {
                 --canary N migrates N tenants first and stops everything if one of them fails. --wave-size M \
                 then goes on in waves of M, stopping after a wave in which more than --max-failure-rate \
                 (default 0.1, i.e. 10%) of the tenants failed. Files come from TENANTPLANE_TENANT_MIGRATIONS.
+
+                Locks: each statement waits at most --lock-timeout for a lock (default 2s). A migration whose \
+                ALTER TABLE waits behind a tenant's long transaction holds up that tenant's requests behind it, \
+                so the wait is bounded; the tenant's migration is rolled back and tried again after 0.25s, 0.5s, \
+                1s, … (--lock-retries times, default 3). A tenant still blocked is reported as lock_timeout: \
+                retryable, nothing wrong with its data; the others go on. A tenant with an open move is left \
+                alone and reported as moving (DDL is not replicated to the move's target).
+
+                A binary whose files end before the fleet's version (an older binary during a rolling deploy) \
+                refuses to run: "this binary knows migrations up to N; the fleet is at M".
+
+                Exit status: 0 when every database is current; 1 when any failed, drifted or was not reached, \
+                or the run stopped; 3 when nothing failed but some tenants were left for a re-run (lock_timeout, \
+                moving): run the command again later; 64 for a bad option.
                 """
         )
+
+        /// Nothing failed, but some tenants are left for a re-run.
+        static let retryableExitCode = ExitCode(3)
 
         @Option(name: .customLong("tenant"), help: "Only this tenant (repeatable).") var tenants: [String] = []
         @Option(name: .long, help: "Tenant databases migrated at once (default: 8 per database server, at most 32).")
@@ -86,6 +103,20 @@ extension Tenantplane.Migrate {
         @Option(name: .customLong("wave-size"), help: "Then migrate in waves of this many tenants.") var waveSize: Int?
         @Option(name: .customLong("max-failure-rate"), help: "Stop after a wave whose failed share exceeds this (0-1).")
         var maxFailureRate = 0.1
+        // Unconditional parsing lets a negative value reach validate() and its
+        // message, instead of being read as an unknown option.
+        @Option(
+            name: .customLong("lock-timeout"), parsing: .unconditional,
+            help: "How long each statement waits for a lock: 2, 2s or 300ms (above zero).")
+        var lockTimeout = "2s"
+        @Option(
+            name: .customLong("lock-retries"), parsing: .unconditional,
+            help: "Retries of a tenant whose migration timed out on a lock (zero or more).")
+        var lockRetries = 3
+        @Option(
+            name: .customLong("statement-timeout"), parsing: .unconditional,
+            help: "A time limit on each statement of the migrations, as --lock-timeout (default: none).")
+        var statementTimeout: String?
         @OptionGroup var output: JSONFlag
 
         func validate() throws {
@@ -93,10 +124,30 @@ extension Tenantplane.Migrate {
             if canary < 0 { throw ValidationError("--canary must be zero or more") }
             if let waveSize, waveSize < 1 { throw ValidationError("--wave-size must be at least 1") }
             if !(0...1).contains(maxFailureRate) { throw ValidationError("--max-failure-rate must be between 0 and 1") }
+            _ = try Self.timeout(lockTimeout, option: "--lock-timeout")
+            if lockRetries < 0 { throw ValidationError("--lock-retries must be zero or more") }
+            _ = try statementTimeout.map { try Self.timeout($0, option: "--statement-timeout") }
+        }
+
+        /// `2`, `2s` or `300ms`: above zero (zero would mean no limit, the
+        /// very wait these options exist to bound), at most an hour.
+        static func timeout(_ raw: String, option: String) throws -> Duration {
+            let milliseconds: Double?
+            if raw.hasSuffix("ms") {
+                milliseconds = Double(raw.dropLast(2))
+            } else if raw.hasSuffix("s") {
+                milliseconds = Double(raw.dropLast()).map { $0 * 1000 }
+            } else {
+                milliseconds = Double(raw).map { $0 * 1000 }
+            }
+            guard let milliseconds, milliseconds >= 1, milliseconds <= 3_600_000 else {
+                throw ValidationError("\(option) must be a duration above zero and at most an hour, such as 2, 2s or 300ms")
+            }
+            return .milliseconds(Int(milliseconds))
         }
 
         func run() async throws {
-            var succeeded = true
+            var verdict = FleetMigrationReport.Verdict.succeeded
             try await reportingFailures {
                 let context = try CommandContext()
                 let migrator = try FleetMigrator(settings: context.settings, logger: context.logger)
@@ -106,6 +157,9 @@ extension Tenantplane.Migrate {
                 options.canary = canary
                 options.waveSize = waveSize
                 options.maxWaveFailureRate = maxFailureRate
+                options.lockTimeout = try Self.timeout(lockTimeout, option: "--lock-timeout")
+                options.lockRetries = lockRetries
+                options.statementTimeout = try statementTimeout.map { try Self.timeout($0, option: "--statement-timeout") }
                 if let concurrency {
                     options.concurrency = concurrency
                 } else {
@@ -115,7 +169,7 @@ extension Tenantplane.Migrate {
                 let printer = ProgressPrinter(label: dryRun ? "migrate tenants (dry run)" : "migrate tenants")
                 let report = try await migrator.run(options) { printer.show($0) }
                 printer.finish()
-                succeeded = report.succeeded
+                verdict = report.verdict
                 if output.json { return try Output.json(report) }
                 Output.table(
                     ["TARGET", "FROM", "TO", "OUTCOME", "MS", "DETAIL"],
@@ -130,7 +184,15 @@ extension Tenantplane.Migrate {
                 Output.line("\(report.results.count) databases (latest version \(report.latestVersion)): \(counts.isEmpty ? "nothing to do" : counts) in \(Int(report.durationMilliseconds.rounded())) ms")
                 if let reason = report.stoppedReason { Output.line("stopped: \(reason)") }
             }
-            if !succeeded {
+            switch verdict {
+            case .succeeded:
+                break
+            case .retryable:
+                Output.note(
+                    "tenantplane: nothing failed, but some tenants were left for a re-run (lock_timeout or moving): "
+                        + "run migrate tenants again")
+                throw Self.retryableExitCode
+            case .failed:
                 Output.note("tenantplane: not every tenant database is current (see the report)")
                 throw ExitCode.failure
             }

@@ -90,6 +90,21 @@ extension ControlStore {
             logger: logger)
     }
 
+    /// The highest tenant migration version recorded for any tenant database
+    /// that exists or any active server's template: how far the newest binary
+    /// that ran against this control database took the fleet.
+    public func highestFleetVersion() async throws -> Int? {
+        let rows = try await connection.query(
+            """
+            SELECT max(version)::int FROM (
+                SELECT schema_version FROM tenants WHERE status <> 'deleted'
+                UNION ALL SELECT template_version FROM database_servers WHERE is_active
+            ) AS fleet (version)
+            """,
+            logger: logger)
+        return try await rows.collect().first?.decode(Int?.self)
+    }
+
     /// Tenants by schema version, for `migrate status`.
     public func tenantVersionCounts() async throws -> [Int?: Int] {
         let rows = try await connection.query(

@@ -127,8 +127,10 @@ extension ControlStore {
             "UPDATE tenants SET provisioning_step = \(step) WHERE id = \(slug.rawValue)", logger: logger)
     }
 
-    /// The tenant's database holds every file of the set with `fingerprint`.
-    public func setSchemaVersion(_ slug: TenantSlug, _ version: Int, fingerprint: String) async throws {
+    /// The tenant's database is at `version` and holds every file of the set
+    /// with `fingerprint`; nil when it holds files this binary does not know
+    /// (a newer binary's), so the next fleet run connects and looks.
+    public func setSchemaVersion(_ slug: TenantSlug, _ version: Int, fingerprint: String?) async throws {
         try await connection.query(
             """
             UPDATE tenants SET schema_version = \(version), migration_fingerprint = \(fingerprint),

@@ -15,6 +15,12 @@ public struct FleetMigrationResult: Sendable, Codable, Equatable {
         /// An applied file changed since: reported, nothing applied.
         case drift
         case failed
+        /// Its locks were not granted within the lock timeout, on every
+        /// attempt: rolled back, retryable, nothing wrong with its data.
+        case lockTimeout = "lock_timeout"
+        /// Left alone: it has an open move, and DDL is not replicated to the
+        /// move's target.
+        case moving
         /// The run stopped (canary or wave failure) before reaching it.
         case notAttempted = "not_attempted"
     }
@@ -33,8 +39,12 @@ public struct FleetMigrationResult: Sendable, Codable, Equatable {
     public var error: String?
     public var sqlState: String?
     public var pendingFiles: [String]?
+    /// How many times its migration was tried (lock timeouts are retried).
+    public var attempts: Int?
 
     public var isFailure: Bool { outcome == .failed || outcome == .drift }
+    /// Left for a re-run through no fault of the database's contents.
+    public var isRetryable: Bool { outcome == .lockTimeout || outcome == .moving }
 }
 
 public struct FleetMigrationReport: Sendable, Codable {
@@ -48,9 +58,21 @@ public struct FleetMigrationReport: Sendable, Codable {
         results.reduce(into: [:]) { $0[$1.outcome.rawValue, default: 0] += 1 }
     }
 
-    /// True when every database is at the latest version (or would be, dry run).
-    public var succeeded: Bool {
-        stoppedReason == nil && !results.contains { $0.isFailure || $0.outcome == .notAttempted }
+    public enum Verdict: Sendable {
+        /// Every database is at the latest version (or would be, dry run).
+        case succeeded
+        /// Nothing failed, but some databases were left for a re-run (lock
+        /// timeouts, open moves).
+        case retryable
+        /// A database failed, drifted or was not reached.
+        case failed
+    }
+
+    public var verdict: Verdict {
+        if stoppedReason != nil || results.contains(where: { $0.isFailure || $0.outcome == .notAttempted }) {
+            return .failed
+        }
+        return results.contains(where: \.isRetryable) ? .retryable : .succeeded
     }
 }
 
@@ -82,6 +104,14 @@ public struct FleetMigrationOptions: Sendable {
     public var maxWaveFailureRate = 0.1
     /// Connect to every database, even those the ledger shows current.
     public var checkEveryDatabase = false
+    /// How long each statement of a tenant's migration waits for a lock.
+    /// Requests of the tenant queue behind a waiting `ALTER TABLE`'s lock, so
+    /// this is also the longest they wait for it.
+    public var lockTimeout: Duration = .seconds(2)
+    /// Retries, with backoff, of a tenant whose migration timed out on a lock.
+    public var lockRetries = 3
+    /// A limit on each statement of the migrations; none when nil.
+    public var statementTimeout: Duration?
 
     public init() {}
 }

@@ -56,6 +56,12 @@ public struct FleetMigrator: Sendable {
             if let missing = slugs.first(where: { !found.contains($0) }) {
                 throw ControlError.notFound("tenant \(missing) is not an active or suspended tenant")
             }
+            // During a rolling deploy the older binary stops here: its files
+            // would read every newer database as drift, and its template
+            // refresh would take the templates back.
+            if let fleetVersion = try await store.highestFleetVersion(), fleetVersion > migrations.latestVersion {
+                throw MigrationError.binaryBehindFleet(knows: migrations.latestVersion, fleetAt: fleetVersion)
+            }
             var adminURLs: [String: PostgresURL] = [:]
             for server in Set(tenants.map(\.server)).sorted() {
                 adminURLs[server] = try await store.adminURL(ofServer: server, secrets: secrets, controlURL: controlURL)
@@ -169,7 +175,7 @@ public struct FleetMigrator: Sendable {
                         let store = ControlStore(connection: control, logger: logger)
                         var results: [FleetMigrationResult] = []
                         while let target = await queue.next() {
-                            let result = try await migrate(target, dryRun: options.dryRun, store: store)
+                            let result = try await migrate(target, options: options, store: store)
                             results.append(result)
                             await tracker.finished(failed: result.isFailure)
                         }
@@ -187,20 +193,32 @@ public struct FleetMigrator: Sendable {
     /// One tenant: log in as the tenant's own role, migrate (or inspect, on a
     /// dry run), record the outcome. Failures of the tenant are
     /// results, not errors; only a failing control database stops the run.
-    private func migrate(_ target: Target, dryRun: Bool, store: ControlStore) async throws -> FleetMigrationResult {
+    private func migrate(_ target: Target, options: FleetMigrationOptions, store: ControlStore) async throws
+        -> FleetMigrationResult
+    {
         let clock = ContinuousClock()
         let started = clock.now
         let slug = target.tenant.slug
         var result = FleetMigrationResult(
             target: slug.rawValue, kind: .tenant, server: target.tenant.server, fromVersion: target.tenant.schemaVersion,
             toVersion: target.tenant.schemaVersion, outcome: .current, durationMilliseconds: 0)
+        // Checked right before connecting, so a move started during a long
+        // run is seen too.
+        if !options.dryRun, let move = try await store.openMove(slug) {
+            result.outcome = .moving
+            result.error =
+                "it is being moved to \(move.toServer) (phase \(move.phase.rawValue)) and DDL is not replicated to the "
+                + "move's target; migrate it once the move is done"
+            return result
+        }
         var applied: [MigrationFile] = []
         var failedFile: (file: MigrationFile, failure: MigrationFailure)?
         do {
             try await withTenantLogin(target, store: store) { login in
-                try await DatabaseConnection.with(login, logger: logger) { connection in
+                try await DatabaseConnection.with(login.url, startupOptions: sessionOptions(options), logger: logger) {
+                    connection in
                     let migrator = Migrator(migrations: migrations)
-                    if dryRun {
+                    if options.dryRun {
                         let state = try await migrator.inspect(connection, logger: logger)
                         result.fromVersion = state.currentVersion
                         result.toVersion = state.currentVersion
@@ -213,23 +231,49 @@ public struct FleetMigrator: Sendable {
                         }
                         return
                     }
-                    do {
-                        let report = try await migrator.migrate(connection, logger: logger)
-                        applied = report.applied.compactMap { migrations.file(version: $0.version) }
-                        result.fromVersion = report.fromVersion
-                        result.toVersion = report.toVersion
-                        result.outcome = report.applied.isEmpty ? .current : .migrated
-                    } catch MigrationError.drift(let drift) {
-                        result.outcome = .drift
-                        result.error = MigrationError.drift(drift).message
-                    } catch MigrationError.failed(let failure) {
-                        applied = failure.applied.compactMap { migrations.file(version: $0.version) }
-                        failedFile = migrations.file(version: failure.version).map { ($0, failure) }
-                        result.fromVersion = failure.fromVersion
-                        result.toVersion = failure.reachedVersion
-                        result.outcome = .failed
-                        result.error = failure.summary
-                        result.sqlState = failure.sqlState
+                    var firstFromVersion: Int?
+                    for attempt in 1... {
+                        result.attempts = attempt
+                        let blocked: String
+                        do {
+                            let report = try await migrator.migrate(connection, logger: logger)
+                            applied += report.applied.compactMap { migrations.file(version: $0.version) }
+                            result.fromVersion = firstFromVersion ?? report.fromVersion
+                            result.toVersion = report.toVersion
+                            result.outcome = applied.isEmpty ? .current : .migrated
+                            return
+                        } catch MigrationError.drift(let drift) {
+                            result.outcome = .drift
+                            result.error = MigrationError.drift(drift).message
+                            return
+                        } catch MigrationError.failed(let failure) {
+                            // The files before the failing one stay applied, also
+                            // on an attempt that a lock timeout ends.
+                            applied += failure.applied.compactMap { migrations.file(version: $0.version) }
+                            firstFromVersion = firstFromVersion ?? failure.fromVersion
+                            result.fromVersion = firstFromVersion
+                            result.toVersion = failure.reachedVersion
+                            guard failure.sqlState == Self.lockNotAvailable else {
+                                failedFile = migrations.file(version: failure.version).map { ($0, failure) }
+                                result.outcome = .failed
+                                result.error = failure.summary
+                                result.sqlState = failure.sqlState
+                                return
+                            }
+                            blocked = failure.file
+                        } catch where error.sqlState == Self.lockNotAvailable {
+                            blocked = "the database's migration lock (another run is migrating it)"
+                        }
+                        guard attempt <= options.lockRetries else {
+                            result.outcome = .lockTimeout
+                            result.sqlState = Self.lockNotAvailable
+                            result.error =
+                                "\(blocked) waited \(Int(options.lockTimeout.fleetMilliseconds.rounded())) ms for a lock "
+                                + "on \(attempt) attempts and was rolled back each time (a transaction holds a conflicting "
+                                + "lock): retryable, run migrate tenants again"
+                            return
+                        }
+                        try await Task.sleep(for: Self.lockRetryDelay(after: attempt))
                     }
                 }
             }
@@ -239,11 +283,12 @@ public struct FleetMigrator: Sendable {
             result.sqlState = error.sqlState
         }
         result.durationMilliseconds = (clock.now - started).fleetMilliseconds
-        if !dryRun {
+        if !options.dryRun {
             let outcome: String =
                 switch result.outcome {
                 case .migrated: "migrated"
                 case .drift: "drift"
+                case .lockTimeout: "lock_timeout"
                 case .failed: result.sqlState == nil && failedFile == nil ? "unreachable" : "failed"
                 default: "current"
                 }
@@ -253,6 +298,29 @@ public struct FleetMigrator: Sendable {
                 outcome: outcome, error: result.error)
         }
         return result
+    }
+
+    /// SQLSTATE `lock_not_available`: `lock_timeout` ran out.
+    static let lockNotAvailable = "55P03"
+
+    /// The tenant's pinned session settings, with the migration's own limits:
+    /// tenant sessions log in with `lock_timeout=0` (wait for ever), which
+    /// for an `ALTER TABLE` behind a long transaction would queue every later
+    /// request of the tenant behind it for as long.
+    func sessionOptions(_ options: FleetMigrationOptions) -> String {
+        var overrides = [("lock_timeout", "\(Int(options.lockTimeout.fleetMilliseconds.rounded()))ms")]
+        if let statementTimeout = options.statementTimeout {
+            overrides.append(("statement_timeout", "\(Int(statementTimeout.fleetMilliseconds.rounded()))ms"))
+        }
+        return TenantLogin.startupOptions(overriding: overrides)
+    }
+
+    /// 0.25 s, 0.5 s, 1 s, … (at most 10 s), each ±25%, so two runs blocked on
+    /// the same database do not keep retrying in step. Between attempts the
+    /// tenant's requests run freely.
+    static func lockRetryDelay(after attempt: Int) -> Duration {
+        let milliseconds = min(10_000, 250 * (1 << min(attempt - 1, 6)))
+        return .milliseconds(Int(Double(milliseconds) * Double.random(in: 0.75...1.25)))
     }
 }
 

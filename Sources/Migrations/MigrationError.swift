@@ -7,10 +7,14 @@ public enum MigrationError: OperatorError {
     case duplicateVersion(Int, [String])
     case drift([ChecksumDrift])
     case failed(MigrationFailure)
+    /// The fleet (a tenant database or a template) holds migrations newer than
+    /// this binary's files: an older binary during a rolling deploy, which must
+    /// not migrate, rebuild or record anything backwards.
+    case binaryBehindFleet(knows: Int, fleetAt: Int)
 
     public var httpStatus: Int {
         switch self {
-        case .drift: 409
+        case .drift, .binaryBehindFleet: 409
         default: 500
         }
     }
@@ -20,6 +24,7 @@ public enum MigrationError: OperatorError {
         case .unreadableDirectory, .unreadableFile, .invalidFileName, .duplicateVersion: "invalid_migrations"
         case .drift: "migration_drift"
         case .failed: "migration_failed"
+        case .binaryBehindFleet: "binary_behind_fleet"
         }
     }
 
@@ -37,6 +42,8 @@ public enum MigrationError: OperatorError {
             "checksum drift, refusing to migrate: " + drift.map(\.description).joined(separator: "; ")
         case .failed(let failure):
             failure.summary
+        case .binaryBehindFleet(let knows, let fleetAt):
+            "this binary knows migrations up to \(knows); the fleet is at \(fleetAt)"
         }
     }
 }

@@ -43,6 +43,10 @@ public struct MigrationState: Sendable, Codable, Equatable {
     public let pending: [String]
     public let drift: [ChecksumDrift]
 
+    /// The database was migrated by a newer set of files than these (a newer
+    /// binary's): it is not drift to repair but a version to leave alone.
+    public var isAhead: Bool { currentVersion > latestVersion }
+
     func pendingFiles(in set: MigrationSet) -> [MigrationFile] {
         let names = Set(pending)
         return set.files.filter { names.contains($0.fileName) }

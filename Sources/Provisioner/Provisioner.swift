@@ -179,10 +179,10 @@ public struct Provisioner: Sendable {
                 return result
             }
 
-            let version = try await migrateTenantDatabase(
+            let (version, fingerprint) = try await migrateTenantDatabase(
                 names, login: TenantLogin(slug: slug, password: password, server: adminURL), adminURL: adminURL,
                 origin: origin)
-            try await store.setSchemaVersion(slug, version, fingerprint: migrations.fingerprint)
+            try await store.setSchemaVersion(slug, version, fingerprint: fingerprint)
             try await store.setProvisioningStep(slug, ProvisioningStep.migrate.rawValue)
             try finished(.migrate, slug: slug, since: started)
 
@@ -228,9 +228,16 @@ public struct Provisioner: Sendable {
         var note: String?
         if server.templateFingerprint != migrations.fingerprint {
             do {
-                _ = try await TemplateDatabase(database: templateDatabase, migrations: migrations, logger: logger).ensureCurrent(adminURL: adminURL)
-                try await store.setTemplate(server: server.name, version: migrations.latestVersion, fingerprint: migrations.fingerprint)
-                origin = .refreshedTemplate
+                let template = TemplateDatabase(database: templateDatabase, migrations: migrations, logger: logger)
+                switch try await template.ensureCurrent(adminURL: adminURL) {
+                case .ahead:
+                    // Copied as it is (the copy's own versions are recorded);
+                    // its record stays the newer binary's.
+                    break
+                case .current, .migrated, .rebuilt:
+                    try await store.setTemplate(server: server.name, version: migrations.latestVersion, fingerprint: migrations.fingerprint)
+                    origin = .refreshedTemplate
+                }
             } catch {
                 note = "template \(templateDatabase) is unusable (\(OperatorFailure(error).message)); created the database empty and migrated it"
             }
@@ -256,13 +263,15 @@ public struct Provisioner: Sendable {
     }
 
     /// Applies whatever migrations are pending, logged in as the tenant's
-    /// role. A copy of a current template has none, and its objects already
-    /// belong to the tenant (see `TemplateDatabase`): nothing to connect to.
-    /// Returns the schema version.
+    /// role, and returns the schema version and the fingerprint of the files
+    /// it holds (nil when they are a newer binary's, so the next fleet run
+    /// connects and looks). A copy of a template is checked, not trusted: the
+    /// template may have moved between its check and the copy (another
+    /// binary's refresh during a rolling deploy), or be newer than this
+    /// binary; the version recorded is the one the copy holds.
     private func migrateTenantDatabase(
         _ names: TenantNames, login: TenantLogin, adminURL: PostgresURL, origin: DatabaseOrigin
-    ) async throws -> Int {
-        if origin == .template || origin == .refreshedTemplate { return migrations.latestVersion }
+    ) async throws -> (version: Int, fingerprint: String?) {
         if origin == .existing {
             // A copy an earlier version left half-made still has the retired
             // template layout: ownership is handed over by the admin, which
@@ -283,7 +292,13 @@ public struct Provisioner: Sendable {
             }
         }
         return try await DatabaseConnection.with(login, logger: logger) { connection in
-            try await Migrator(migrations: migrations).migrate(connection, logger: logger).toVersion
+            let migrator = Migrator(migrations: migrations)
+            if origin == .template || origin == .refreshedTemplate {
+                let state = try await migrator.inspect(connection, logger: logger)
+                if state.isAhead { return (state.currentVersion, nil) }
+                if state.pending.isEmpty, state.drift.isEmpty { return (state.currentVersion, migrations.fingerprint) }
+            }
+            return (try await migrator.migrate(connection, logger: logger).toVersion, migrations.fingerprint)
         }
     }
 
@@ -361,8 +376,11 @@ public struct Provisioner: Sendable {
             try await ServerAdmin(connection: connection, logger: logger).databaseExists(templateDatabase)
         }
         guard exists else { return false }
-        _ = try await TemplateDatabase(database: templateDatabase, migrations: migrations, logger: logger)
+        let outcome = try await TemplateDatabase(database: templateDatabase, migrations: migrations, logger: logger)
             .ensureCurrent(adminURL: adminURL)
+        if case .ahead(let version) = outcome {
+            throw MigrationError.binaryBehindFleet(knows: migrations.latestVersion, fleetAt: version)
+        }
         try await store.setTemplate(server: server, version: migrations.latestVersion, fingerprint: migrations.fingerprint)
         return true
     }

@@ -28,10 +28,15 @@ struct TemplateDatabase {
         case current
         case migrated
         case rebuilt
+        /// A newer binary's files built it: left as it is, at this version.
+        case ahead(version: Int)
     }
 
     /// Brings the template to `migrations`: created when missing, migrated when
     /// behind, rebuilt when it drifted from the files or has the retired layout.
+    /// One that holds migrations beyond these files is never touched: during a
+    /// rolling deploy an older binary would otherwise rebuild it backwards, and
+    /// the newer one forwards again, each dropping it under the other's copies.
     /// Concurrent callers (several `create`s at once) take turns under an
     /// advisory lock of the admin database; the later ones find it current.
     func ensureCurrent(adminURL: PostgresURL) async throws -> Outcome {
@@ -57,6 +62,15 @@ struct TemplateDatabase {
         let templateURL = adminURL.with(database: database.name)
         let state = try await DatabaseConnection.with(templateURL, logger: logger) { connection in
             try await Migrator(migrations: migrations).inspect(connection, logger: logger)
+        }
+        if state.isAhead {
+            logger.warning(
+                "template holds newer migrations than this binary knows; leaving it as it is",
+                metadata: [
+                    "template": "\(database.name)", "template_version": "\(state.currentVersion)",
+                    "binary_version": "\(migrations.latestVersion)",
+                ])
+            return .ahead(version: state.currentVersion)
         }
         if !state.drift.isEmpty || retiredLayout {
             try await DatabaseConnection.with(adminURL, logger: logger) { connection in
