@@ -296,42 +296,48 @@ extension TenantMover {
         _ tenant: TenantRecord, move: TenantMoveRecord, stream: OnlineMoveNames, sourceAdmin: PostgresURL,
         sourceLogin: TenantLogin, targetAdmin: PostgresURL, targetLogin: TenantLogin, store: ControlStore
     ) async throws -> (held: Duration, rowCounts: [String: Int64]) {
-        let context = self.context
+        let logger = context.logger
+        // Every session the fence needs is open before it starts: a login
+        // costs more than the rest of the fence together.
+        return try await DatabaseConnection.with(sourceAdmin, logger: logger) { admin in
+            try await DatabaseConnection.with(sourceLogin, logger: logger) { source in
+                try await DatabaseConnection.with(targetLogin, logger: logger) { target in
+                    try await fence(
+                        tenant, move: move, stream: stream, admin: ServerAdmin(connection: admin, logger: logger),
+                        source: source, target: target, targetAdmin: targetAdmin, store: store)
+                }
+            }
+        }
+    }
+
+    private func fence(
+        _ tenant: TenantRecord, move: TenantMoveRecord, stream: OnlineMoveNames, admin: ServerAdmin,
+        source: PostgresConnection, target: PostgresConnection, targetAdmin: PostgresURL, store: ControlStore
+    ) async throws -> (held: Duration, rowCounts: [String: Int64]) {
         let logger = context.logger
         let slug = try TenantSlug(tenant.id)
         let names = try TenantNames(slug)
         let pause = context.movePause
+        let ownSession = try await source.query("SELECT pg_backend_pid()", logger: logger).collect().first?.decode(Int32.self)
         try await store.setWriteFence(slug, .move)
         let held = ContinuousClock.now
         let deadline = held.advanced(by: pause)
         try await store.send(MoveSignal(move: move.id, tenant: slug.rawValue, kind: .hold, holdMilliseconds: pause.milliseconds))
-        let lsn: String
         let rowCounts: [String: Int64]
         do {
             // A process that has not acknowledged yet is covered by the database's own refusal.
             _ = try await store.awaitAcknowledgements(move.id, .hold, within: pause / 2)
-            lsn = try await DatabaseConnection.with(sourceAdmin, logger: logger) { connection in
-                let admin = ServerAdmin(connection: connection, logger: logger)
-                try await admin.setReadOnly(names.database, true)
-                return try await admin.flushedEndOfWAL()
-            }
-            let confirmed = try await DatabaseConnection.with(sourceAdmin, logger: logger) { connection in
-                let admin = ServerAdmin(connection: connection, logger: logger)
-                while ContinuousClock.now < deadline {
-                    if try await admin.subscriberConfirmed(stream.stream, upTo: lsn) { return true }
-                    try await Task.sleep(for: .milliseconds(5))
-                }
-                return false
+            try await admin.setReadOnly(names.database, true, sparing: ownSession.map { [$0] } ?? [])
+            let lsn = try await admin.flushedEndOfWAL()
+            var confirmed = false
+            while !confirmed, ContinuousClock.now < deadline {
+                confirmed = try await admin.subscriberConfirmed(stream.stream, upTo: lsn)
+                if !confirmed { try await Task.sleep(for: .milliseconds(2)) }
             }
             guard confirmed else { throw FenceMissed() }
-            try await carrySequences(from: sourceLogin, to: targetLogin)
-            async let sourceCounts = DatabaseConnection.with(sourceLogin, logger: logger) {
-                try await BackupContext.rowCounts($0, logger: logger)
-            }
-            async let targetCounts = DatabaseConnection.with(targetLogin, logger: logger) {
-                try await BackupContext.rowCounts($0, logger: logger)
-            }
-            rowCounts = try await sourceCounts
+            try await carrySequences(from: source, to: target)
+            async let targetCounts = BackupContext.rowCounts(target, logger: logger)
+            rowCounts = try await BackupContext.rowCounts(source, logger: logger)
             try Self.compare(try await targetCounts, rowCounts)
         } catch {
             try await liftFence(slug, move: move, store: store)
@@ -354,27 +360,22 @@ extension TenantMover {
     /// PostgreSQL 15 does not replicate sequences: each continues on the
     /// target past the source's last value. The names come from the source
     /// (the tenant's) and are only ever bound values.
-    private func carrySequences(from source: TenantLogin, to target: TenantLogin) async throws {
+    private func carrySequences(from source: PostgresConnection, to target: PostgresConnection) async throws {
         let logger = context.logger
-        let values = try await DatabaseConnection.with(source, logger: logger) { connection in
-            try await connection.query(
+        let values = try await source.query(
+            """
+            SELECT sequencename::text, last_value FROM pg_sequences
+            WHERE schemaname = 'public' AND last_value IS NOT NULL
+            """,
+            logger: logger
+        ).collect().map { try $0.decode((String, Int64).self) }
+        for (name, value) in values {
+            try await target.query(
                 """
-                SELECT sequencename::text, last_value FROM pg_sequences
-                WHERE schemaname = 'public' AND last_value IS NOT NULL
+                SELECT setval(to_regclass(format('public.%I', \(name)::text)), \(value), true)
+                WHERE to_regclass(format('public.%I', \(name)::text)) IS NOT NULL
                 """,
-                logger: logger
-            ).collect().map { try $0.decode((String, Int64).self) }
-        }
-        guard !values.isEmpty else { return }
-        try await DatabaseConnection.with(target, logger: logger) { connection in
-            for (name, value) in values {
-                try await connection.query(
-                    """
-                    SELECT setval(to_regclass(format('public.%I', \(name)::text)), \(value), true)
-                    WHERE to_regclass(format('public.%I', \(name)::text)) IS NOT NULL
-                    """,
-                    logger: logger)
-            }
+                logger: logger)
         }
     }
 

@@ -132,7 +132,9 @@ public struct ServerAdmin {
     /// ran. WAL senders write nothing and are kept: an online move's fence
     /// waits for its stream to confirm the last change, which a reconnect
     /// would delay by seconds.
-    public func setReadOnly(_ database: SQLIdentifier, _ readOnly: Bool) async throws {
+    /// `sparing`: sessions of the caller's own that only read (an online
+    /// move compares the two copies in them).
+    public func setReadOnly(_ database: SQLIdentifier, _ readOnly: Bool, sparing: [Int32] = []) async throws {
         let setting = readOnly ? "SET default_transaction_read_only = on" : "RESET default_transaction_read_only"
         try await connection.query(PostgresQuery(unsafeSQL: "ALTER DATABASE \(database.quoted) \(setting)"), logger: logger)
         guard readOnly else { return }
@@ -142,6 +144,7 @@ public struct ServerAdmin {
                 """
                 SELECT pg_terminate_backend(pid) FROM pg_stat_activity
                 WHERE datname = \(database.name) AND pid <> pg_backend_pid() AND backend_type <> 'walsender'
+                    AND NOT pid = ANY(\(sparing))
                 """,
                 logger: logger)
         }

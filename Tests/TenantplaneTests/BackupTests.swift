@@ -438,7 +438,9 @@ struct BackupTests {
                 async let writes = Self.keepWritingTimed(api, key: seeded.key, until: stop)
                 async let reads = Self.keepReading(api, key: seeded.key, run: seeded.runs[0], until: stop)
                 try await Task.sleep(for: .milliseconds(300))
+                let started = ContinuousClock.now
                 let moved = try await fixture.cli.run("tenant", "move", seeded.slug, "--to", "second", "--json")
+                let ended = ContinuousClock.now
                 try await Task.sleep(for: .seconds(1))
                 stop.stop()
                 let (written, read) = try await (writes, reads)
@@ -448,8 +450,13 @@ struct BackupTests {
                 let held = try #require(report["write_blocked_milliseconds"] as? Int)
                 #expect(held < 1000)
                 var gap: Duration = .zero
-                for (earlier, later) in zip(written.times, written.times.dropFirst()) { gap = max(gap, later - earlier) }
-                print("online move: requests held \(held) ms; longest gap between acknowledged writes \(gap); \(written.acknowledged.count) writes, \(written.refused) refused (503); \(read.ok) reads, \(read.refused) refused")
+                var gapStart = started
+                for (earlier, later) in zip(written.times, written.times.dropFirst()) where later - earlier > gap {
+                    gap = later - earlier
+                    gapStart = earlier
+                }
+                print("online move: \(ended - started) in all; requests held \(held) ms; longest gap between acknowledged writes \(gap), from \(gapStart - started) into the move; \(written.acknowledged.count) writes, \(written.refused) refused (503); \(read.ok) reads, \(read.refused) refused")
+                print(moved.stderr)
                 #expect(written.unexpected.isEmpty && read.unexpected.isEmpty, "\(written.unexpected) \(read.unexpected)")
                 #expect(written.acknowledged.count > 0 && read.ok > 0)
 
