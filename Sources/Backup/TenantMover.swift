@@ -28,17 +28,19 @@ public struct MoveReport: Sendable, Codable, Equatable {
     public var recoveredEarlierMove: String?
 }
 
-/// `tenant move`: the tenant's database is fenced (reads go on, writes get
-/// 503), dumped and restored on the target server, both logged in as the
-/// tenant's own role, compared
-/// (row counts per table, artifact digests), and then the control database
-/// points at the new copy in one transaction. Routers follow within their key
-/// cache's lifetime; only after that is the old copy dropped.
+/// `tenant move`: online by logical replication where both servers allow it
+/// (`OnlineMove.swift`: writes go on until a fence of at most
+/// `TENANTPLANE_MOVE_PAUSE`), otherwise, or with `--offline`, by dump and
+/// restore under a write fence (reads go on, writes get 503): restored on the
+/// target as the tenant's own role, compared (row counts per table, artifact
+/// digests), and then the control database points at the new copy in one
+/// transaction. The old copy is dropped once routers have followed.
 ///
-/// Every phase is recorded. A failure before the switch drops the new copy and
-/// lifts the fence: the tenant stays where it was, active. A move interrupted
-/// by a crash is rolled back (before the switch) or finished (after it) by the
-/// next `tenant move` of that tenant or by the server's reconciler.
+/// Every phase is recorded. A failure before the switch drops the new copy (and
+/// an online move's subscription, slots, publication and role) and lifts the
+/// fence: the tenant stays where it was, active. A move interrupted by a crash
+/// is rolled back (before the switch) or finished (after it) by the next
+/// `tenant move` of that tenant or by the server's reconciler.
 public struct TenantMover: Sendable {
     /// How long routers may still send a moved tenant's requests to its old
     /// database (their key cache lives 1 s).

@@ -25,7 +25,9 @@ extension Tenantplane.Server {
             discussion: """
                 The URL's role must be able to create roles and databases. Its password is stored encrypted \
                 under TENANTPLANE_MASTER_KEY; the stored URL holds none. The server is checked before it is \
-                registered.
+                registered, and the answer says whether it can take part in online tenant moves (logical \
+                replication: wal_level = logical, a superuser admin, free replication slots, WAL senders \
+                and logical replication workers), and if not, why not.
 
                 Keep the password off the command line, where `ps` and the shell history would show it: give \
                 the URL without it and pipe the password in with --password-stdin, or put the whole URL in a \
@@ -90,7 +92,13 @@ extension Tenantplane.Server {
     struct List: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "list",
-            abstract: "List database servers and their free capacity.")
+            abstract: "List database servers, their free capacity and whether they allow online moves.",
+            discussion: """
+                ONLINE MOVES says whether a server can be the source and the target of an online `tenant move` \
+                (and how many it can publish at once, each taking three replication slots and WAL senders), \
+                or why not. A replication slot on a server that no open move accounts for is printed as a \
+                warning: an abandoned slot holds WAL until the server's disk is full.
+                """)
         @OptionGroup var output: JSONFlag
 
         func run() async throws {

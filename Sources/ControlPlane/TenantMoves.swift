@@ -2,7 +2,8 @@ import Core
 import Foundation
 import PostgresNIO
 
-/// Why a tenant's database is read-only for a while.
+/// Why a tenant's database is read-only for a while. Exports no longer
+/// fence; `export` is still read, as a fence a binary from before may leave.
 public enum WriteFence: String, Sendable, Codable {
     case export, move
 }

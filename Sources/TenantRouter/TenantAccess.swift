@@ -45,7 +45,8 @@ public enum TenantAccessError: OperatorError, Equatable {
     case budgetExhausted
     case tenantBusy
     case databaseUnavailable
-    /// The tenant's database is read-only while it is exported or moved.
+    /// The tenant's database is read-only while it is moved (offline, or an
+    /// online move's fence this process was not told about).
     case writesPaused
     case controlUnavailable
     case shuttingDown
@@ -97,7 +98,7 @@ public enum TenantAccessError: OperatorError, Equatable {
         case .databaseUnavailable:
             "this tenant's database is unavailable; retry shortly"
         case .writesPaused:
-            "this tenant's data is being exported or moved; writes are paused (reads go on), retry shortly"
+            "this tenant's data is being moved; writes are paused (reads go on), retry shortly"
         case .controlUnavailable:
             "the control database did not answer in time; retry shortly"
         case .shuttingDown:

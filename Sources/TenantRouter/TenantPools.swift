@@ -129,7 +129,7 @@ public final class TenantPools: Service, Sendable {
         do {
             return try await withPooledConnection(for: tenant, priority: priority, body)
         } catch let error as PSQLError where error.serverInfo?[.sqlState] == Self.readOnlyTransaction {
-            // The database is fenced for an export or a move, or was until a
+            // The database is fenced for a move, or was until a
             // moment ago and this pool's sessions began under the fence (a
             // session keeps the read-only default it started with). A fresh
             // pool tells the two apart; the failed statement wrote nothing, so
