@@ -133,6 +133,27 @@ extension ServerAdmin {
         try await connection.query(PostgresQuery(unsafeSQL: statement), logger: logger)
     }
 
+    /// Whether a subscription made here can log in to `conninfo`'s server for
+    /// replication: a throwaway subscription that connects (so the server
+    /// tries the connection) but makes no slot and starts no worker, dropped
+    /// at once. The server's refusal, or nil when it connected.
+    public func probeSubscription(_ name: SQLIdentifier, connection conninfo: String) async throws -> String? {
+        let rows = try await connection.query(
+            """
+            SELECT format('CREATE SUBSCRIPTION %I CONNECTION %L PUBLICATION %I WITH (connect = true, create_slot = false, enabled = false, slot_name = NONE)',
+                \(name.name), \(conninfo), \(name.name))
+            """,
+            logger: logger)
+        guard let statement = try await rows.collect().first?.decode(String.self) else { return "no answer" }
+        do {
+            try await connection.query(PostgresQuery(unsafeSQL: statement), logger: logger)
+        } catch let error as PSQLError {
+            return error.serverInfo?[.message] ?? "\(error)"
+        }
+        try await connection.query(PostgresQuery(unsafeSQL: "DROP SUBSCRIPTION \(name.quoted)"), logger: logger)
+        return nil
+    }
+
     /// Drops the subscription without reaching its publisher (which may be
     /// down): detached from its slot first, which the caller drops on the
     /// source. Nothing to do when it is not there.

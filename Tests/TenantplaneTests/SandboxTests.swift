@@ -27,9 +27,9 @@ private struct ClusterPowers: Equatable {
                 CASE WHEN rolbypassrls THEN 'bypassrls' END)
             FROM pg_roles
             WHERE (rolsuper OR rolcreaterole OR rolcreatedb OR rolreplication OR rolbypassrls)
-                -- An online move's own publisher login (REPLICATION), made and
-                -- dropped by tests that run alongside.
-                AND rolname NOT LIKE 'tp\\_mover\\_%'
+                -- An online move's own publisher login and its reachability
+                -- probe (REPLICATION), made and dropped by tests that run alongside.
+                AND rolname NOT LIKE 'tp\\_mover\\_%' AND rolname NOT LIKE 'tp\\_probe\\_%'
             ORDER BY 1
             """
         ).map { try $0.decode(String.self) }
