@@ -359,7 +359,6 @@ extension TenantMover {
         let ownSession = try await source.query("SELECT pg_backend_pid()", logger: logger).collect().first?.decode(Int32.self)
         try await store.setWriteFence(slug, .move)
         let held = ContinuousClock.now
-        let deadline = held.advanced(by: pause)
         try await store.send(MoveSignal(move: move.id, tenant: slug.rawValue, kind: .hold, holdMilliseconds: pause.milliseconds))
         let rowCounts: [String: Int64]
         do {
@@ -367,8 +366,11 @@ extension TenantMover {
             _ = try await store.awaitAcknowledgements(move.id, .hold, within: pause / 2)
             try await admin.setReadOnly(names.database, true, sparing: ownSession.map { [$0] } ?? [])
             let lsn = try await admin.flushedEndOfWAL()
+            // Confirmation may take most of the pause, not all: sequences,
+            // counts and the switch come after it, within the same hold.
+            let confirmBy = held.advanced(by: pause * 0.6)
             var confirmed = false
-            while !confirmed, ContinuousClock.now < deadline {
+            while !confirmed, ContinuousClock.now < confirmBy {
                 confirmed = try await admin.subscriberConfirmed(stream.stream, upTo: lsn)
                 if !confirmed { try await Task.sleep(for: .milliseconds(2)) }
             }

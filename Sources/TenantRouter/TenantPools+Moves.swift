@@ -15,10 +15,10 @@ extension TenantPools {
     }
 
     /// The move switched: held and later requests go to `to`, even those
-    /// whose identity still names `from`; the old pool closes.
+    /// whose identity still names `from`; a pool on the old database closes.
     public func switchAfterMove(_ tenantID: String, from: PostgresURL, to: PostgresURL) {
+        closeMoved(tenantID: tenantID, from: from)
         holds.release(tenantID, relocation: (from, to))
-        close(tenantID: tenantID)
     }
 
     /// The move gave up its fence: held requests go on where they were.

@@ -179,6 +179,17 @@ public final class TenantPools: Service, Sendable {
         state.withLock { state in retire(tenantID, &state) }
     }
 
+    /// The tenant's database moved away from `from`: a pool still on it
+    /// closes (one a request already opened on the new database stays), and
+    /// what the old database did while it was fenced (sessions ended) no
+    /// longer refuses the tenant.
+    func closeMoved(tenantID: String, from: PostgresURL) {
+        state.withLock { state in
+            state.refusedUntil[tenantID] = nil
+            if let pool = state.pools[tenantID], pool.database.sameDatabase(as: from) { retire(tenantID, &state) }
+        }
+    }
+
     /// How many of the tenant's connections are in use by this process now.
     public func connectionsInUse(tenantID: String) -> Int {
         state.withLock { $0.pools[tenantID]?.inFlight ?? 0 }

@@ -83,6 +83,12 @@ struct CLIRunner: Sendable {
     /// `environment` nil inherits this process's. Pipes are drained and the
     /// exit awaited on Dispatch threads: blocking Swift's cooperative pool (two
     /// threads here) would stall other tests.
+    /// One `Process.run()` at a time in this process, on a queue of its own
+    /// (never blocking Swift's cooperative threads): under the whole suite (a
+    /// thousand descriptors open, dozens of commands starting at once)
+    /// Foundation's spawn crashed twice in a memcpy inside `Process.run()`.
+    private static let spawning = DispatchQueue(label: "tenantplane-tests.spawn")
+
     static func runProcess(
         _ executable: URL, _ arguments: [String], environment: [String: String]?, killAfter: Duration? = nil,
         standardInput: Data? = nil
@@ -101,24 +107,26 @@ struct CLIRunner: Sendable {
         async let errData = readToEnd(stderr.fileHandleForReading)
         let exitCode: Int32 = try await withCheckedThrowingContinuation { continuation in
             process.terminationHandler = { continuation.resume(returning: $0.terminationStatus) }
-            do {
-                try process.run()
-                if let stdin, let standardInput {
-                    DispatchQueue.global().async {
-                        try? stdin.fileHandleForWriting.write(contentsOf: standardInput)
-                        try? stdin.fileHandleForWriting.close()
+            spawning.async {
+                do {
+                    try process.run()
+                    if let stdin, let standardInput {
+                        DispatchQueue.global().async {
+                            try? stdin.fileHandleForWriting.write(contentsOf: standardInput)
+                            try? stdin.fileHandleForWriting.close()
+                        }
                     }
+                    // Without a planned kill, a command still running after five
+                    // minutes is hung: kill it so the test fails instead of the run hanging.
+                    let limit = killAfter ?? .seconds(300)
+                    let nanoseconds = limit.components.seconds * 1_000_000_000 + limit.components.attoseconds / 1_000_000_000
+                    DispatchQueue.global().asyncAfter(deadline: .now() + .nanoseconds(Int(nanoseconds))) { [process] in
+                        if process.isRunning { process.terminate(); kill(process.processIdentifier, SIGKILL) }
+                    }
+                } catch {
+                    process.terminationHandler = nil
+                    continuation.resume(throwing: error)
                 }
-                // Without a planned kill, a command still running after five
-                // minutes is hung: kill it so the test fails instead of the run hanging.
-                let limit = killAfter ?? .seconds(300)
-                let nanoseconds = limit.components.seconds * 1_000_000_000 + limit.components.attoseconds / 1_000_000_000
-                DispatchQueue.global().asyncAfter(deadline: .now() + .nanoseconds(Int(nanoseconds))) { [process] in
-                    if process.isRunning { process.terminate(); kill(process.processIdentifier, SIGKILL) }
-                }
-            } catch {
-                process.terminationHandler = nil
-                continuation.resume(throwing: error)
             }
         }
         let (out, err) = await (outData, errData)
