@@ -62,55 +62,43 @@ struct FenceMissed: Error {}
 
 extension TenantMover {
     /// Why these two servers cannot carry an online move; nil when they can.
+    /// One admin session on each server does all the asking.
     func onlineRefusal(sourceAdmin: PostgresURL, targetAdmin: PostgresURL, from: String, to: String) async throws -> String? {
         let logger = context.logger
-        let source = try await DatabaseConnection.with(sourceAdmin, logger: logger) {
-            try await ServerAdmin(connection: $0, logger: logger).replicationCapacity()
+        return try await DatabaseConnection.with(sourceAdmin, logger: logger) { sourceConnection in
+            let source = ServerAdmin(connection: sourceConnection, logger: logger)
+            if let why = try await source.replicationCapacity().refusalAsSource { return "server \(from) cannot publish: \(why)" }
+            return try await DatabaseConnection.with(targetAdmin, logger: logger) { targetConnection in
+                let target = ServerAdmin(connection: targetConnection, logger: logger)
+                if let why = try await target.replicationCapacity().refusalAsTarget { return "server \(to) cannot subscribe: \(why)" }
+                if let why = try await probe(source, at: sourceAdmin, from: target) {
+                    return "server \(to) cannot reach server \(from) for replication: \(why)"
+                }
+                return nil
+            }
         }
-        if let why = source.refusalAsSource { return "server \(from) cannot publish: \(why)" }
-        let target = try await DatabaseConnection.with(targetAdmin, logger: logger) {
-            try await ServerAdmin(connection: $0, logger: logger).replicationCapacity()
-        }
-        if let why = target.refusalAsTarget { return "server \(to) cannot subscribe: \(why)" }
-        if let why = try await probe(from: sourceAdmin, to: targetAdmin) {
-            return "server \(to) cannot reach server \(from) for replication: \(why)"
-        }
-        return nil
     }
 
     /// Whether the target can log in to the source for replication (its
     /// network, the source's pg_hba, TLS): a throwaway replication role on
     /// the source and a throwaway subscription on the target that connects
     /// with it, both dropped again. The target's refusal, or nil.
-    private func probe(from sourceAdmin: PostgresURL, to targetAdmin: PostgresURL) async throws -> String? {
-        let logger = context.logger
+    private func probe(_ source: ServerAdmin, at sourceAdmin: PostgresURL, from target: ServerAdmin) async throws -> String? {
         let tag = UUID().uuidString.lowercased().replacingOccurrences(of: "-", with: "").prefix(16)
         let name = try SQLIdentifier("tp_probe_\(tag)")
-        let database = try SQLIdentifier(sourceAdmin.database)
         let password = RandomToken.urlSafe(bytes: 24)
-        try await DatabaseConnection.with(sourceAdmin, logger: logger) { connection in
-            try await ServerAdmin(connection: connection, logger: logger)
-                .createMoverRole(name, scramVerifier: try ScramVerifier.make(password: password), database: database)
-        }
+        try await source.createMoverRole(
+            name, scramVerifier: try ScramVerifier.make(password: password), database: try SQLIdentifier(sourceAdmin.database))
         let refusal: String?
         do {
             let conninfo = sourceAdmin.with(user: name.name, password: password).libpqConnectionString()
-            refusal = try await DatabaseConnection.with(targetAdmin, logger: logger) {
-                try await ServerAdmin(connection: $0, logger: logger).probeSubscription(name, connection: conninfo)
-            }
+            refusal = try await target.probeSubscription(name, connection: conninfo)
         } catch {
-            try? await dropProbeRole(name, on: sourceAdmin)
+            try? await source.dropMoverRole(name)
             throw error
         }
-        try await dropProbeRole(name, on: sourceAdmin)
+        try await source.dropMoverRole(name)
         return refusal
-    }
-
-    private func dropProbeRole(_ name: SQLIdentifier, on sourceAdmin: PostgresURL) async throws {
-        let logger = context.logger
-        try await DatabaseConnection.with(sourceAdmin, logger: logger) {
-            try await ServerAdmin(connection: $0, logger: logger).dropMoverRole(name)
-        }
     }
 
     /// The online move, from an open `move` record: the target built from

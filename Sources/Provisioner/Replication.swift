@@ -123,14 +123,30 @@ extension ServerAdmin {
     /// flushed and its next loop comes round, about a second, longer than a
     /// move's fence may last.
     public func createSubscription(_ name: SQLIdentifier, connection conninfo: String, publication: SQLIdentifier) async throws {
+        let statement = try await subscriptionStatement(
+            name, connection: conninfo, publication: publication,
+            options: "slot_name = \(name.name), copy_data = true, create_slot = true, synchronous_commit = on")
+        try await connection.query(PostgresQuery(unsafeSQL: statement), logger: logger)
+    }
+
+    /// `CREATE SUBSCRIPTION` with the connection string quoted by the
+    /// server's `format(%L)`: it cannot be a bound parameter, and the statement
+    /// cannot run in a DO block (no transaction block for it). `options` is
+    /// ours, made of validated names only (bare: it sits inside the format's
+    /// own string literal).
+    private func subscriptionStatement(
+        _ name: SQLIdentifier, connection conninfo: String, publication: SQLIdentifier, options: String
+    ) async throws -> String {
         let rows = try await connection.query(
             """
-            SELECT format('CREATE SUBSCRIPTION %I CONNECTION %L PUBLICATION %I WITH (slot_name = %L, copy_data = true, create_slot = true, synchronous_commit = on)',
-                \(name.name), \(conninfo), \(publication.name), \(name.name))
+            SELECT format('CREATE SUBSCRIPTION %I CONNECTION %L PUBLICATION %I WITH (\(unescaped: options))',
+                \(name.name), \(conninfo), \(publication.name))
             """,
             logger: logger)
-        guard let statement = try await rows.collect().first?.decode(String.self) else { return }
-        try await connection.query(PostgresQuery(unsafeSQL: statement), logger: logger)
+        guard let statement = try await rows.collect().first?.decode(String.self) else {
+            throw DatabaseError.unreachable(server: "", reason: "the server did not format the subscription")
+        }
+        return statement
     }
 
     /// Whether a subscription made here can log in to `conninfo`'s server for
@@ -138,13 +154,9 @@ extension ServerAdmin {
     /// tries the connection) but makes no slot and starts no worker, dropped
     /// at once. The server's refusal, or nil when it connected.
     public func probeSubscription(_ name: SQLIdentifier, connection conninfo: String) async throws -> String? {
-        let rows = try await connection.query(
-            """
-            SELECT format('CREATE SUBSCRIPTION %I CONNECTION %L PUBLICATION %I WITH (connect = true, create_slot = false, enabled = false, slot_name = NONE)',
-                \(name.name), \(conninfo), \(name.name))
-            """,
-            logger: logger)
-        guard let statement = try await rows.collect().first?.decode(String.self) else { return "no answer" }
+        let statement = try await subscriptionStatement(
+            name, connection: conninfo, publication: name,
+            options: "connect = true, create_slot = false, enabled = false, slot_name = NONE")
         do {
             try await connection.query(PostgresQuery(unsafeSQL: statement), logger: logger)
         } catch let error as PSQLError {

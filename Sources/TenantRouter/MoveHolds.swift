@@ -57,20 +57,27 @@ final class MoveHolds: Sendable {
 
     /// Waits while the tenant is held (never past the hold's end), then the
     /// identity to use: the relocated one when its database moved under it.
+    /// On every request: one lock when the tenant is not held.
     func pass(_ tenant: TenantIdentity) async -> TenantIdentity {
         let now = ContinuousClock.now
-        let parked = state.withLock { state -> (RoomWaiter, ContinuousClock.Instant)? in
-            guard var hold = state.holds[tenant.tenantID] else { return nil }
-            guard hold.until > now else {
-                state.holds[tenant.tenantID] = nil
-                return nil
+        let id = tenant.tenantID
+        let first = state.withLock { state -> Pass in
+            if var hold = state.holds[id] {
+                guard hold.until > now else {
+                    state.holds[id] = nil
+                    return .go(state.relocations[id])
+                }
+                let waiter = RoomWaiter()
+                hold.waiters.append(waiter)
+                state.holds[id] = hold
+                return .wait(waiter, until: hold.until)
             }
-            let waiter = RoomWaiter()
-            hold.waiters.append(waiter)
-            state.holds[tenant.tenantID] = hold
-            return (waiter, hold.until)
+            return .go(state.relocations[id])
         }
-        if let (waiter, until) = parked {
+        switch first {
+        case .go(let relocation):
+            return Self.apply(relocation, to: tenant, at: now)
+        case .wait(let waiter, let until):
             await withTaskGroup(of: Void.self) { group in
                 group.addTask { await waiter.wait() }
                 group.addTask {
@@ -81,16 +88,21 @@ final class MoveHolds: Sendable {
                 waiter.wake()
                 group.cancelAll()
             }
+            return Self.apply(state.withLock { $0.relocations[id] }, to: tenant, at: .now)
         }
-        return relocated(tenant)
     }
 
-    private func relocated(_ tenant: TenantIdentity) -> TenantIdentity {
-        let now = ContinuousClock.now
-        guard
-            let relocation = state.withLock({ $0.relocations[tenant.tenantID] }), relocation.until > now,
-            relocation.from.sameDatabase(as: tenant.database)
-        else { return tenant }
+    private enum Pass {
+        case go(Relocation?)
+        case wait(RoomWaiter, until: ContinuousClock.Instant)
+    }
+
+    private static func apply(_ relocation: Relocation?, to tenant: TenantIdentity, at now: ContinuousClock.Instant)
+        -> TenantIdentity
+    {
+        guard let relocation, relocation.until > now, relocation.from.sameDatabase(as: tenant.database) else {
+            return tenant
+        }
         return TenantIdentity(
             tenantID: tenant.tenantID, keyID: tenant.keyID, status: tenant.status,
             database: relocation.to.with(user: tenant.database.user, password: tenant.database.password))
