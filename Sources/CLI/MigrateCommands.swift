@@ -182,6 +182,9 @@ extension Tenantplane.Migrate {
                     })
                 let counts = report.counts.sorted { $0.key < $1.key }.map { "\($0.value) \($0.key)" }.joined(separator: ", ")
                 Output.line("\(report.results.count) databases (latest version \(report.latestVersion)): \(counts.isEmpty ? "nothing to do" : counts) in \(Int(report.durationMilliseconds.rounded())) ms")
+                if !report.retiredSpares.isEmpty {
+                    Output.line("retired \(report.retiredSpares.count) warm spares at older migrations (serve refills them)")
+                }
                 if let reason = report.stoppedReason { Output.line("stopped: \(reason)") }
             }
             switch verdict {

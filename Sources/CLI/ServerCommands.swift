@@ -110,10 +110,11 @@ extension Tenantplane.Server {
                 let listings = servers.map { ServerListing(server: $0, replication: statuses[$0.name]) }
                 if output.json { return try Output.json(listings) }
                 Output.table(
-                    ["NAME", "TENANTS", "CAPACITY", "ACTIVE", "TEMPLATE", "ONLINE MOVES", "URL"],
+                    ["NAME", "TENANTS", "SPARES", "CAPACITY", "ACTIVE", "TEMPLATE", "ONLINE MOVES", "URL"],
                     listings.map {
                         [
-                            $0.server.name, String($0.server.tenantCount), String($0.server.capacity),
+                            $0.server.name, String($0.server.tenantCount), String($0.server.spareCount),
+                            String($0.server.capacity),
                             $0.server.isActive ? "yes" : "no", $0.server.templateVersion.map(String.init) ?? "-",
                             ServerListing.describe($0.replication), $0.server.adminUrl,
                         ]

@@ -27,9 +27,10 @@ extension Tenantplane.Tenant {
             abstract: "Create a tenant: its login role, its own database, its schema.",
             discussion: """
                 Resumable: a creation cut short (crash, server down) is finished by running the same command \
-                again. The database is copied from the server's tenantplane_template (kept at the latest \
-                tenant migration); when that is impossible it is created empty and migrated, and the output \
-                says so. Placement: the active server with the most free capacity, unless --server is given.
+                again. A warm spare of the server is claimed when one is ready (see `tenantplane spares`); \
+                otherwise the database is copied from the server's tenantplane_template (kept at the latest \
+                tenant migration), and when that is impossible it is created empty and migrated. The output \
+                says which (`origin` and `origin_note` in --json). Placement: the active server with the most free capacity, unless --server is given.
                 """
         )
 
@@ -44,13 +45,14 @@ extension Tenantplane.Tenant {
                 let context = try CommandContext()
                 let provisioner = try Provisioner(settings: context.settings, logger: context.logger)
                 let outcome = try await provisioner.create(slug, name: name, server: server, actor: context.actor)
-                if output.json { return try Output.json(outcome.tenant) }
+                if output.json { return try Output.json(outcome) }
                 if let note = outcome.templateNote { Output.note("tenantplane: note: \(note)") }
                 let how = switch outcome.origin {
                 case .template: "copied from the template"
                 case .refreshedTemplate: "copied from the template (refreshed to the latest migration first)"
                 case .migratedFromEmpty: "created empty and migrated (template not used)"
                 case .existing: "an interrupted creation finished"
+                case .spare: "a warm spare, claimed"
                 }
                 Output.line(
                     "created tenant \(outcome.tenant.id) on server \(outcome.tenant.server ?? "-") at schema version \(outcome.tenant.schemaVersion ?? 0) (\(how))")

@@ -84,6 +84,9 @@ public struct Settings: Sendable {
     /// default `tenantplane_template`): another name lets two control planes share
     /// one PostgreSQL server without refreshing each other's template.
     public var templateDatabase: String?
+    /// `TENANTPLANE_WARM_SPARES`: role-and-database pairs each server keeps
+    /// created and migrated for sign-ups (0 turns them off).
+    public var warmSpares: Int
     /// `TENANTPLANE_LOG_LEVEL`: trace, debug, info, notice, warning, error, critical.
     public var logLevel: String?
     /// Who runs the CLI (`USER`), for the audit trail.
@@ -161,6 +164,7 @@ public struct Settings: Sendable {
             max(1, try milliseconds(value("TENANTPLANE_REQUEST_READ_TIMEOUT"), key: "TENANTPLANE_REQUEST_READ_TIMEOUT") ?? 10_000))
         requestMinimumRate = try integer("TENANTPLANE_REQUEST_MIN_RATE", default: 1_024, range: 1...(1 << 30))
         maxConnections = try integer("TENANTPLANE_MAX_CONNECTIONS", default: 4_096, range: 1...1_000_000)
+        warmSpares = try integer("TENANTPLANE_WARM_SPARES", default: 4, range: 0...100)
         authFailuresPerMinute = try integer("TENANTPLANE_AUTH_FAILURES_PER_MINUTE", default: 60, range: 0...1_000_000)
         trustedProxies = value("TENANTPLANE_TRUSTED_PROXIES")
         metricsAddress = value("TENANTPLANE_METRICS_ADDRESS")

@@ -20,6 +20,8 @@ public enum AdminAction: String, Sendable, CaseIterable {
     case tenantProviderKeySet = "tenant.secret.set"
     case tenantProviderKeyClear = "tenant.secret.clear"
     case serverAdd = "server.add"
+    case sparesFill = "server.spares.fill"
+    case sparesDrain = "server.spares.drain"
     case providerAdd = "llm.provider.add"
     case providerUpdate = "llm.provider.update"
     case providerKeySet = "llm.provider.key.set"
@@ -30,7 +32,7 @@ public enum AdminAction: String, Sendable, CaseIterable {
     public var resourceType: String {
         switch self {
         case .keyRevoke: "api_key"
-        case .serverAdd: "database_server"
+        case .serverAdd, .sparesFill, .sparesDrain: "database_server"
         case .providerAdd, .providerUpdate, .providerKeySet, .providerKeyClear: "llm_provider"
         case .modelAdd: "llm_model"
         case .stepDefaultSet: "step_llm_default"

@@ -14,10 +14,16 @@ public struct DatabaseServer: Sendable, Codable, Equatable {
     public var isActive: Bool
     /// Tenants placed on it that are not deleted.
     public var tenantCount: Int
+    /// Warm spares it holds, in any state: each takes a tenant's place.
+    public var spareCount: Int
     public var templateVersion: Int?
     public var templateFingerprint: String?
 
+    /// Places left for tenants. A spare is a future tenant of this server,
+    /// so claiming it takes the place it already holds.
     public var freeCapacity: Int { max(0, capacity - tenantCount) }
+    /// Places left for new spares: tenants and spares together stay within capacity.
+    public var roomForSpares: Int { max(0, capacity - tenantCount - spareCount) }
 }
 
 extension ControlStore {
@@ -91,18 +97,19 @@ extension ControlStore {
         let rows = try await connection.query(
             """
             SELECT s.name, s.admin_url, s.capacity, s.is_active, s.template_version, s.template_fingerprint,
-                   (SELECT count(*) FROM tenants t WHERE t.server = s.name AND t.status <> 'deleted')::int
+                   (SELECT count(*) FROM tenants t WHERE t.server = s.name AND t.status <> 'deleted')::int,
+                   (SELECT count(*) FROM tenant_spares p WHERE p.server = s.name)::int
             FROM database_servers s ORDER BY s.name
             """,
             logger: logger)
         var result: [DatabaseServer] = []
-        for try await (name, url, capacity, active, template, fingerprint, count) in rows.decode(
-            (String, String, Int, Bool, Int?, String?, Int).self)
+        for try await (name, url, capacity, active, template, fingerprint, count, spares) in rows.decode(
+            (String, String, Int, Bool, Int?, String?, Int, Int).self)
         {
             result.append(
                 DatabaseServer(
                     name: name, adminUrl: url, capacity: capacity, isActive: active, tenantCount: count,
-                    templateVersion: template, templateFingerprint: fingerprint))
+                    spareCount: spares, templateVersion: template, templateFingerprint: fingerprint))
         }
         return result
     }

@@ -53,6 +53,8 @@ public struct FleetMigrationReport: Sendable, Codable {
     /// Why the run stopped early, when it did.
     public var stoppedReason: String?
     public var durationMilliseconds: Double
+    /// Warm spares at older migrations, dropped (see `WarmSpares.retireStale`).
+    public var retiredSpares: [String] = []
 
     public var counts: [String: Int] {
         results.reduce(into: [:]) { $0[$1.outcome.rawValue, default: 0] += 1 }

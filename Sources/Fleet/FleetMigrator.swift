@@ -49,6 +49,7 @@ public struct FleetMigrator: Sendable {
 
         var results: [FleetMigrationResult] = []
         var targets: [Target] = []
+        var retiredSpares: [String] = []
         try await DatabaseConnection.with(controlURL, logger: logger) { connection in
             let store = ControlStore(connection: connection, logger: logger)
             let tenants = try await store.fleetTenants(only: slugs)
@@ -68,6 +69,9 @@ public struct FleetMigrator: Sendable {
             }
             if !options.dryRun, slugs.isEmpty, let provisioner {
                 results += try await refreshTemplates(store: store, provisioner: provisioner, clock: clock)
+                // Spares copied before this release are never handed out;
+                // dropped, they are copied again from the refreshed template.
+                retiredSpares = try await WarmSpares(provisioner: provisioner).retireStale(store: store).flatMap(\.retired)
             }
             for tenant in tenants {
                 if tenant.migrationFingerprint == fingerprint, !options.checkEveryDatabase {
@@ -119,7 +123,7 @@ public struct FleetMigrator: Sendable {
         }
         return FleetMigrationReport(
             latestVersion: migrations.latestVersion, results: results, stoppedReason: stoppedReason,
-            durationMilliseconds: (clock.now - started).fleetMilliseconds)
+            durationMilliseconds: (clock.now - started).fleetMilliseconds, retiredSpares: retiredSpares)
     }
 
     /// Checks every tenant database for drift and pending files, changing nothing.

@@ -23,11 +23,11 @@ struct AdminTenantRoutes {
     struct ProviderKeys: ResponseEncodable { let providerKeys: [TenantProviderKey] }
 
     func register(on admin: RouterGroup<APIRequestContext>) {
-        admin.post("tenants") { request, context -> EditedResponse<TenantRecord> in
+        admin.post("tenants") { request, context -> EditedResponse<Provisioner.CreateOutcome> in
             let body = try await request.decode(as: NewTenant.self, context: context)
             let slug = try TenantSlug(body.id)
             let outcome = try await provisioner.create(slug, name: body.name, server: body.server, actor: .adminToken)
-            return EditedResponse(status: .created, response: outcome.tenant)
+            return EditedResponse(status: .created, response: outcome)
         }
         admin.get("tenants") { _, _ in
             Tenants(tenants: try await control.run { try await $0.tenants() })
@@ -101,6 +101,7 @@ struct AdminTenantRoutes {
     }
 }
 
+extension Provisioner.CreateOutcome: ResponseEncodable {}
 extension TenantRecord: ResponseEncodable {}
 extension IssuedAPIKey: ResponseEncodable {}
 extension APIKeyRecord: ResponseEncodable {}

@@ -23,9 +23,13 @@ public struct Provisioner: Sendable {
     public let deleteGrace: Duration
     /// The server's template database (`TENANTPLANE_TEMPLATE_DATABASE`).
     public let templateDatabase: SQLIdentifier
+    /// `TENANTPLANE_WARM_SPARES`: spares each server keeps ready.
+    public let warmSpares: Int
     /// Test hook: the process kills itself (SIGKILL) right after this step.
     public let faultAfterStep: ProvisioningStep?
     public let logger: Logger
+    /// Told of every spare this process claims, so its keeper refills at once.
+    let spareClaimed: SpareWakeups?
     /// The server's control pool; without one, each operation opens its own
     /// control connection (the CLI).
     let controlPool: PostgresClient?
@@ -39,11 +43,12 @@ public struct Provisioner: Sendable {
         public var storageRoot: String
         public var deleteGrace: Duration
         public var templateDatabase: String?
+        public var warmSpares: Int
         public var faultAfterStep: String?
 
         public init(
             controlURL: PostgresURL, masterKey: MasterKey, migrations: MigrationSet, storageRoot: String,
-            deleteGrace: Duration, templateDatabase: String?, faultAfterStep: String?
+            deleteGrace: Duration, templateDatabase: String?, warmSpares: Int, faultAfterStep: String?
         ) {
             self.controlURL = controlURL
             self.masterKey = masterKey
@@ -51,12 +56,18 @@ public struct Provisioner: Sendable {
             self.storageRoot = storageRoot
             self.deleteGrace = deleteGrace
             self.templateDatabase = templateDatabase
+            self.warmSpares = warmSpares
             self.faultAfterStep = faultAfterStep
         }
     }
 
-    public init(configuration: Configuration, logger: Logger, controlPool: PostgresClient? = nil) throws {
+    public init(
+        configuration: Configuration, logger: Logger, controlPool: PostgresClient? = nil,
+        spareClaimed: SpareWakeups? = nil
+    ) throws {
         self.controlPool = controlPool
+        self.spareClaimed = spareClaimed
+        warmSpares = configuration.warmSpares
         controlURL = configuration.controlURL
         secrets = SecretBox(masterKey: configuration.masterKey)
         migrations = configuration.migrations
@@ -77,13 +88,26 @@ public struct Provisioner: Sendable {
         case migratedFromEmpty = "migrated_from_empty"
         /// It existed already: an interrupted run was finished.
         case existing
+        /// A warm spare, renamed: no copy was made at all.
+        case spare
     }
 
-    public struct CreateOutcome: Sendable, Codable {
+    /// The tenant as created, with how its database came to be: the tenant's
+    /// fields, then `origin` and `origin_note`, in one object.
+    public struct CreateOutcome: Sendable, Encodable {
         public var tenant: TenantRecord
         public var origin: DatabaseOrigin
-        /// Why the template was not used, when it was not.
+        /// Why no spare or no template was used, when one was not.
         public var templateNote: String?
+
+        private enum Keys: String, CodingKey { case origin, originNote }
+
+        public func encode(to encoder: any Encoder) throws {
+            try tenant.encode(to: encoder)
+            var container = encoder.container(keyedBy: Keys.self)
+            try container.encode(origin, forKey: .origin)
+            try container.encode(templateNote, forKey: .originNote)
+        }
     }
 
     /// The step `tenant import` records while it restores a tenant's database.
@@ -127,6 +151,7 @@ public struct Provisioner: Sendable {
                     + "reconciler drop it (within a minute) and then create it")
         }
         let server: DatabaseServer
+        let firstAttempt = existing == nil || existing?.status == .deleted
         if let placed = existing?.server, existing?.status != .deleted {
             server = try await store.server(named: placed)
         } else if let requestedServer {
@@ -152,6 +177,9 @@ public struct Provisioner: Sendable {
         // its log in order, so a role or database that survives a crash brings
         // the registration logged before it along.
         let sharesCluster = adminURL.isSameLogin(as: controlURL)
+        if existing?.status == .provisioning {
+            try await settleCutShortClaim(of: slug, adminURL: adminURL, sharingControl: sharesCluster, store: store)
+        }
         do {
             if sharesCluster { try await store.connection.query("SET synchronous_commit = off", logger: logger) }
             try await store.registerTenant(
@@ -162,10 +190,22 @@ public struct Provisioner: Sendable {
             throw error
         }
 
+        var spareNote: String?
         do {
             try finished(.registered, slug: slug, since: started)
-            if !sharesCluster { try await store.connection.query("SET synchronous_commit = off", logger: logger) }
             let verifier = try ScramVerifier.make(password: password)
+            if firstAttempt {
+                switch try await claimSpare(
+                    for: slug, names: names, scramVerifier: verifier, server: server, adminURL: adminURL,
+                    sharingControl: sharesCluster, store: store, since: started)
+                {
+                case .claimed(let tenant):
+                    return CreateOutcome(tenant: tenant, origin: .spare, templateNote: nil)
+                case .none(let reason):
+                    spareNote = reason
+                }
+            }
+            if !sharesCluster { try await store.connection.query("SET synchronous_commit = off", logger: logger) }
             let (origin, note) = try await withAdminSession(adminURL, sharingControl: sharesCluster, store: store) {
                 connection in
                 let admin = ServerAdmin(connection: connection, logger: logger)
@@ -190,7 +230,8 @@ public struct Provisioner: Sendable {
             try await store.activateTenant(slug)
             let tenant = try await store.requireTenant(slug)
             try await store.connection.query("SET synchronous_commit = on", logger: logger)
-            return CreateOutcome(tenant: tenant, origin: origin, templateNote: note)
+            let notes = [spareNote, note].compactMap { $0 }
+            return CreateOutcome(tenant: tenant, origin: origin, templateNote: notes.isEmpty ? nil : notes.joined(separator: "; "))
         } catch {
             let reason = OperatorFailure(error).message
             _ = try? await store.connection.query("SET synchronous_commit = on", logger: logger)
@@ -205,7 +246,7 @@ public struct Provisioner: Sendable {
     /// DATABASE` act on the whole cluster from any of its databases, so when
     /// the server's admin is the control connection's own login on the same
     /// cluster (`sharingControl`), that connection is the session.
-    private func withAdminSession<Result: Sendable>(
+    func withAdminSession<Result: Sendable>(
         _ adminURL: PostgresURL, sharingControl: Bool, store: ControlStore,
         _ body: (PostgresConnection) async throws -> Result
     ) async throws -> Result {
@@ -226,21 +267,11 @@ public struct Provisioner: Sendable {
         }
         var origin = DatabaseOrigin.template
         var note: String?
-        if server.templateFingerprint != migrations.fingerprint {
-            do {
-                let template = TemplateDatabase(database: templateDatabase, migrations: migrations, logger: logger)
-                switch try await template.ensureCurrent(adminURL: adminURL) {
-                case .ahead:
-                    // Copied as it is (the copy's own versions are recorded);
-                    // its record stays the newer binary's.
-                    break
-                case .current, .migrated, .rebuilt:
-                    try await store.setTemplate(server: server.name, version: migrations.latestVersion, fingerprint: migrations.fingerprint)
-                    origin = .refreshedTemplate
-                }
-            } catch {
-                note = "template \(templateDatabase) is unusable (\(OperatorFailure(error).message)); created the database empty and migrated it"
-            }
+        switch await refreshTemplateIfStale(server, adminURL: adminURL, store: store) {
+        case .recordedCurrent, .ahead: break
+        case .refreshed: origin = .refreshedTemplate
+        case .unusable(let reason):
+            note = "template \(templateDatabase) is unusable (\(reason)); created the database empty and migrated it"
         }
         // A copy fails while anyone is connected to the template (a refresh by
         // another process): wait a moment and try again before falling back.
@@ -260,6 +291,38 @@ public struct Provisioner: Sendable {
         }
         try await admin.restrictConnect(names.database, to: names.role)
         return (origin, note)
+    }
+
+    enum TemplateCheck {
+        /// The control database records it at this binary's migrations.
+        case recordedCurrent
+        /// It was brought to them (and recorded so) just now.
+        case refreshed
+        /// A newer binary's: copies of it are at its version, not this binary's.
+        case ahead
+        case unusable(String)
+    }
+
+    /// Brings the server's template to this binary's migrations when its
+    /// record says it is not there.
+    func refreshTemplateIfStale(_ server: DatabaseServer, adminURL: PostgresURL, store: ControlStore) async
+        -> TemplateCheck
+    {
+        guard server.templateFingerprint != migrations.fingerprint else { return .recordedCurrent }
+        do {
+            let template = TemplateDatabase(database: templateDatabase, migrations: migrations, logger: logger)
+            switch try await template.ensureCurrent(adminURL: adminURL) {
+            case .ahead:
+                // Its record stays the newer binary's.
+                return .ahead
+            case .current, .migrated, .rebuilt:
+                try await store.setTemplate(
+                    server: server.name, version: migrations.latestVersion, fingerprint: migrations.fingerprint)
+                return .refreshed
+            }
+        } catch {
+            return .unusable(OperatorFailure(error).message)
+        }
     }
 
     /// Applies whatever migrations are pending, logged in as the tenant's
@@ -303,7 +366,7 @@ public struct Provisioner: Sendable {
     }
 
     /// Logs the step's time (debug level) and, under fault injection, dies.
-    private func finished(_ step: ProvisioningStep, slug: TenantSlug, since started: ContinuousClock.Instant) throws {
+    func finished(_ step: ProvisioningStep, slug: TenantSlug, since started: ContinuousClock.Instant) throws {
         logger.debug(
             "provisioning step done",
             metadata: ["tenant": "\(slug)", "step": "\(step.rawValue)", "elapsed": "\(ContinuousClock.now - started)"])
@@ -395,6 +458,10 @@ public struct Provisioner: Sendable {
 /// The steps of `create`, in order.
 public enum ProvisioningStep: String, Sendable, Codable {
     case registered, role, database, migrate
+    /// A spare was taken for the tenant (the intent is recorded); not renamed yet.
+    case spareTaken = "spare_taken"
+    /// The spare is the tenant's database and role; the tenant is not active yet.
+    case spareRenamed = "spare_renamed"
 }
 
 /// A tenant's database and role names, validated as SQL identifiers.

@@ -99,6 +99,69 @@ public struct ServerAdmin {
             logger: logger)
     }
 
+    /// A warm spare: a role that cannot log in and has no password, owning a
+    /// copy of the template that no role but superusers may connect to. Each
+    /// half is skipped when it exists (a fill cut short is settled by dropping).
+    public func createSpare(_ spare: SQLIdentifier, template: SQLIdentifier) async throws {
+        try await connection.query(
+            PostgresQuery(
+                unsafeSQL: """
+                    DO $spare$ BEGIN
+                        IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '\(spare.name)') THEN
+                            CREATE ROLE \(spare.quoted) NOLOGIN;
+                        END IF;
+                    END $spare$
+                    """),
+            logger: logger)
+        for attempt in 1...5 {
+            do {
+                try await createDatabase(spare, owner: spare, template: template)
+                break
+            } catch where error.sqlState == "55006" && attempt < 5 {
+                // Someone is connected to the template (a refresh): wait a moment.
+                try await Task.sleep(for: .milliseconds(100 * attempt))
+            }
+        }
+        try await connection.query(
+            PostgresQuery(unsafeSQL: "REVOKE CONNECT, TEMPORARY ON DATABASE \(spare.quoted) FROM PUBLIC"),
+            logger: logger)
+    }
+
+    /// Hands a spare to a tenant in one transaction (a `DO` block is one
+    /// statement): the database and the role take the tenant's names, the
+    /// role may log in with its new password, and only it may connect. A
+    /// crash leaves all of it done or none of it. The verifier travels as a
+    /// bound parameter, read back with `current_setting`; the names are
+    /// validated identifiers.
+    public func claimSpare(_ spare: SQLIdentifier, as tenant: SQLIdentifier, scramVerifier: String) async throws {
+        try await connection.query(
+            "SELECT set_config('tenantplane.arg1', \(scramVerifier), false)", logger: logger)
+        do {
+            try await connection.query(
+                PostgresQuery(
+                    unsafeSQL: """
+                        DO $claim$ BEGIN
+                            ALTER DATABASE \(spare.quoted) RENAME TO \(tenant.quoted);
+                            ALTER ROLE \(spare.quoted) RENAME TO \(tenant.quoted);
+                            EXECUTE format('ALTER ROLE %I LOGIN PASSWORD %L', '\(tenant.name)',
+                                current_setting('tenantplane.arg1'));
+                            REVOKE CONNECT, TEMPORARY ON DATABASE \(tenant.quoted) FROM PUBLIC;
+                            GRANT CONNECT, TEMPORARY ON DATABASE \(tenant.quoted) TO \(tenant.quoted);
+                            PERFORM set_config('tenantplane.arg1', '', false);
+                        END $claim$
+                        """),
+                logger: logger)
+        } catch {
+            _ = try? await clearArguments()
+            throw error
+        }
+    }
+
+    public func dropSpare(_ spare: SQLIdentifier) async throws {
+        try await dropDatabase(spare)
+        try await dropRole(spare)
+    }
+
     /// Only the owner (and superusers) may connect.
     public func restrictConnect(_ database: SQLIdentifier, to role: SQLIdentifier) async throws {
         try await connection.query(

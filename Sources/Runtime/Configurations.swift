@@ -17,7 +17,8 @@ extension Provisioner.Configuration {
             controlURL: try settings.requireControlURL(), masterKey: try settings.requireMasterKey(),
             migrations: try migrations ?? MigrationSet(directory: settings.tenantMigrationsDirectory),
             storageRoot: settings.storageRoot, deleteGrace: settings.deleteGrace,
-            templateDatabase: settings.templateDatabase, faultAfterStep: settings.faultAfterStep)
+            templateDatabase: settings.templateDatabase, warmSpares: settings.warmSpares,
+            faultAfterStep: settings.faultAfterStep)
     }
 }
 

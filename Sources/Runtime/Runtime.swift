@@ -121,9 +121,10 @@ public struct Runtime: Sendable {
     /// provider gateway's HTTP client, which must be shut down once made) only
     /// when the application is going to run.
     private func build(withWorkers: Bool) throws -> (router: Router<APIRequestContext>, services: [any Service]) {
+        let spareClaims = SpareWakeups()
         let provisioner = try Provisioner(
             configuration: try .init(settings: settings, migrations: tenantMigrations), logger: logger,
-            controlPool: controlClient)
+            controlPool: controlClient, spareClaimed: spareClaims)
         // Exports and moves hold their control connection (and the tenant's
         // lock on it) for minutes: their own, never the pool requests need.
         let backup = BackupContext(
@@ -149,6 +150,7 @@ public struct Runtime: Sendable {
                     controlPool: settings.controlPoolSize, listens: withWorkers && settings.maxInflight > 0),
                 control: control, controlURL: controlURL, secrets: secrets, logger: logger))
         services.append(ProvisioningReconciler(provisioner: provisioner, logger: logger))
+        services.append(SpareKeeper(spares: WarmSpares(provisioner: provisioner), wakeups: spareClaims, logger: logger))
         services.append(
             ArtifactSweeper(
                 control: control, directory: TenantDirectory(control: control, secrets: secrets), pools: pools,

@@ -53,6 +53,8 @@ struct CLIRunner: Sendable {
             "TENANTPLANE_CONTROL_MIGRATIONS": TestCluster.controlMigrations,
             "TENANTPLANE_TENANT_MIGRATIONS": TestCluster.tenantMigrations,
             "USER": "tester",
+            // Spares cost a template copy each; the spare tests turn them on.
+            "TENANTPLANE_WARM_SPARES": "0",
         ]
         environment["TENANTPLANE_PG_BINDIR"] = ProcessInfo.processInfo.environment["TENANTPLANE_TEST_PG_BINDIR"]
         environment.merge(extra) { _, new in new }

@@ -90,6 +90,11 @@ struct ProvisioningFixture {
             try TestCluster.adminURL,
             PostgresQuery(unsafeSQL: "UPDATE pg_database SET datistemplate = false WHERE datname = '\(template)'"))
         try await TestCluster.drop(template)
+        let spares = try await TestCluster.query(controlURL, "SELECT name FROM tenant_spares").map { try $0.decode(String.self) }
+        for name in spares {
+            try await TestCluster.drop(name)
+            _ = try? await TestCluster.query(try TestCluster.adminURL, PostgresQuery(unsafeSQL: "DROP ROLE IF EXISTS \(name)"))
+        }
         let tenants = try await TestCluster.query(controlURL, "SELECT id FROM tenants").map { try $0.decode(String.self) }
         for id in tenants {
             let slug = try TenantSlug(id)

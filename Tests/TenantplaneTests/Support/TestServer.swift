@@ -23,6 +23,8 @@ enum TestServer {
             "TENANTPLANE_TENANT_MIGRATIONS": TestCluster.tenantMigrations,
             // Debug builds compute SCRAM slowly, and the suite loads both cores.
             "TENANTPLANE_POOL_WAIT": "15",
+            // Spares cost a template copy each; the spare tests turn them on.
+            "TENANTPLANE_WARM_SPARES": "0",
         ]
         environment["TENANTPLANE_PG_BINDIR"] = ProcessInfo.processInfo.environment["TENANTPLANE_TEST_PG_BINDIR"]
         environment.merge(extra) { _, new in new }
