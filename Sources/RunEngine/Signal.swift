@@ -25,6 +25,11 @@ final class Signal: Sendable {
         waiter?.resume()
     }
 
+    /// Drops a wake-up nobody waited for.
+    func clear() {
+        state.withLock { $0.pending = false }
+    }
+
     /// One waiter at a time.
     func wait() async {
         await withTaskCancellationHandler {

@@ -48,6 +48,12 @@ final class TenantFeed: Sendable {
         }
         await withDiscardingTaskGroup { runs in
             while !Task.isCancelled {
+                if inflight.load(ordering: .relaxed) == 0 {
+                    // Nothing in flight: a wake-up still pending (a run that ended after the
+                    // check below but fired after it) is answered by the claim that follows.
+                    // Left pending, it made retire refuse for ever: claim, dequeue, retire, again.
+                    signal.clear()
+                }
                 if inflight.load(ordering: .relaxed) < options.tenantMaxInflight {
                     let claimed: Int
                     let asked: Int
