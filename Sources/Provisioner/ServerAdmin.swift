@@ -132,8 +132,12 @@ public struct ServerAdmin {
     /// role may log in with its new password, and only it may connect. A
     /// crash leaves all of it done or none of it. The verifier travels as a
     /// bound parameter, read back with `current_setting`; the names are
-    /// validated identifiers.
-    public func claimSpare(_ spare: SQLIdentifier, as tenant: SQLIdentifier, scramVerifier: String) async throws {
+    /// validated identifiers. `durable`: the commit waits for the disk even
+    /// in a session that does not, because the tenant is activated after it
+    /// on another cluster and must not outlive a lost rename.
+    public func claimSpare(
+        _ spare: SQLIdentifier, database: SQLIdentifier, role: SQLIdentifier, scramVerifier: String, durable: Bool
+    ) async throws {
         try await connection.query(
             "SELECT set_config('tenantplane.arg1', \(scramVerifier), false)", logger: logger)
         do {
@@ -141,12 +145,13 @@ public struct ServerAdmin {
                 PostgresQuery(
                     unsafeSQL: """
                         DO $claim$ BEGIN
-                            ALTER DATABASE \(spare.quoted) RENAME TO \(tenant.quoted);
-                            ALTER ROLE \(spare.quoted) RENAME TO \(tenant.quoted);
-                            EXECUTE format('ALTER ROLE %I LOGIN PASSWORD %L', '\(tenant.name)',
+                            \(durable ? "SET LOCAL synchronous_commit = on;" : "")
+                            ALTER DATABASE \(spare.quoted) RENAME TO \(database.quoted);
+                            ALTER ROLE \(spare.quoted) RENAME TO \(role.quoted);
+                            EXECUTE format('ALTER ROLE %I LOGIN PASSWORD %L', '\(role.name)',
                                 current_setting('tenantplane.arg1'));
-                            REVOKE CONNECT, TEMPORARY ON DATABASE \(tenant.quoted) FROM PUBLIC;
-                            GRANT CONNECT, TEMPORARY ON DATABASE \(tenant.quoted) TO \(tenant.quoted);
+                            REVOKE CONNECT, TEMPORARY ON DATABASE \(database.quoted) FROM PUBLIC;
+                            GRANT CONNECT, TEMPORARY ON DATABASE \(database.quoted) TO \(role.quoted);
                             PERFORM set_config('tenantplane.arg1', '', false);
                         END $claim$
                         """),

@@ -50,7 +50,9 @@ extension Provisioner {
         do {
             try await withAdminSession(adminURL, sharingControl: sharingControl, store: store) { connection in
                 try await ServerAdmin(connection: connection, logger: logger)
-                    .claimSpare(spareName.identifier, as: names.database, scramVerifier: scramVerifier)
+                    .claimSpare(
+                        spareName.identifier, database: names.database, role: names.role, scramVerifier: scramVerifier,
+                        durable: !sharingControl)
             }
         } catch {
             // The renames are one transaction: it failed whole, the spare
