@@ -217,7 +217,7 @@ public struct FleetMigrator: Sendable {
             try await withTenantLogin(target, store: store) { login in
                 try await DatabaseConnection.with(login.url, startupOptions: sessionOptions(options), logger: logger) {
                     connection in
-                    let migrator = Migrator(migrations: migrations, timesEachStatement: options.statementTimeout != nil)
+                    let migrator = Migrator(migrations: migrations)
                     if options.dryRun {
                         let state = try await migrator.inspect(connection, logger: logger)
                         result.fromVersion = state.currentVersion

@@ -9,17 +9,13 @@ import PostgresNIO
 /// them owned by another role issues `SET ROLE` first.
 public struct Migrator: Sendable {
     public let migrations: MigrationSet
-    /// The session has a `statement_timeout`: each statement must then reach
-    /// the server alone, or the timeout would limit a whole file.
-    public let timesEachStatement: Bool
 
     /// The session advisory lock every runner takes before migrating.
     /// Advisory locks are scoped to one database, so one name serves them all.
     static let lockName = "tenantplane.migrations"
 
-    public init(migrations: MigrationSet, timesEachStatement: Bool = false) {
+    public init(migrations: MigrationSet) {
         self.migrations = migrations
-        self.timesEachStatement = timesEachStatement
     }
 
     /// What is applied, what is pending and what drifted, touching nothing.
@@ -63,20 +59,6 @@ public struct Migrator: Sendable {
         let script = SQLScript(file.sql)
         let clock = ContinuousClock()
         let started = clock.now
-        if file.runsInTransaction, !timesEachStatement, let block = script.block(recording: recordingStatement(file)) {
-            do {
-                try await connection.query(PostgresQuery(unsafeSQL: block), logger: logger)
-                return (clock.now - started).milliseconds
-            } catch {
-                guard error.isWorthRunningAgain else { throw error }
-                // The block rolled back whole, and its error has no position
-                // in the file: running the file again statement by statement
-                // names the failing statement, its line and column (and
-                // applies the file after all when the failure was a passing one).
-                logger.debug(
-                    "migration block failed; running it statement by statement", metadata: ["file": "\(file.fileName)"])
-            }
-        }
         func runStatements(_ connection: PostgresConnection) async throws {
             for statement in script.statements {
                 do {
@@ -107,16 +89,6 @@ public struct Migrator: Sendable {
             try await record(connection, milliseconds: milliseconds)
             return milliseconds
         }
-    }
-
-    /// The row `schema_migrations` gets, as the last statement of a file's
-    /// block: the duration is the server's, from the block's start.
-    private func recordingStatement(_ file: MigrationFile) -> String {
-        """
-        INSERT INTO schema_migrations (version, name, checksum, duration_ms)
-        VALUES (\(file.version), \(SQLScript.literal(file.name)), \(SQLScript.literal(file.checksum)),
-                extract(epoch FROM clock_timestamp() - statement_timestamp()) * 1000);
-        """
     }
 
     private func failure(of file: MigrationFile, error: any Error, report: MigrationReport) -> MigrationFailure {
@@ -208,17 +180,6 @@ struct StatementFailure: Error {
     let statement: SQLScript.Statement
     let script: SQLScript
     let underlying: any Error
-}
-
-extension Error {
-    /// Whether a file's failed block is worth running again statement by
-    /// statement. Not when the connection is gone, nor when the failure was a
-    /// wait that ran out or a cancel: the second run would wait again, or undo
-    /// the operator's cancel.
-    var isWorthRunningAgain: Bool {
-        guard !meansConnectionLost else { return false }
-        return sqlState != "55P03" && sqlState != "57014"
-    }
 }
 
 extension Duration {

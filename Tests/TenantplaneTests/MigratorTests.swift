@@ -147,60 +147,6 @@ struct MigratorTests {
         }
     }
 
-    /// `statement_timestamp()` is the start of the message the statement
-    /// arrived in: equal stamps mean one message.
-    func stamps(of migrator: Migrator, _ url: PostgresURL) async throws -> Set<Date> {
-        try await DatabaseConnection.with(url, logger: logger) { try await migrator.migrate($0, logger: logger) }
-        return Set(try await TestCluster.query(url, "SELECT at FROM stamps").map { try $0.decode(Date.self) })
-    }
-
-    static let stampingFile = (
-        "001_stamps.sql",
-        """
-        CREATE TABLE stamps (at TIMESTAMPTZ);
-        INSERT INTO stamps VALUES (statement_timestamp());
-        SELECT pg_sleep(0.02);
-        INSERT INTO stamps VALUES (statement_timestamp());
-        """
-    )
-
-    @Test func aFileInATransactionReachesTheServerAsOneMessage() async throws {
-        try await TestCluster.withScratchDatabase { url in
-            let migrator = Migrator(migrations: try set([Self.stampingFile]))
-            #expect(try await stamps(of: migrator, url).count == 1)
-        }
-    }
-
-    @Test func underAStatementTimeoutEachStatementIsSentAlone() async throws {
-        try await TestCluster.withScratchDatabase { url in
-            let migrator = Migrator(migrations: try set([Self.stampingFile]), timesEachStatement: true)
-            #expect(try await stamps(of: migrator, url).count == 2)
-        }
-    }
-
-    @Test func quotesBackslashesAndDollarQuotesSurviveTheBlock() async throws {
-        try await TestCluster.withScratchDatabase { url in
-            let migrations = try set([
-                (
-                    "001_texts.sql",
-                    #"""
-                    CREATE TABLE texts (body TEXT); -- a comment; with a semicolon
-                    INSERT INTO texts VALUES ('it''s'), (E'back\\slash'), ('plain \ backslash'), ($q$ $$ and 'quotes' $q$);
-                    CREATE FUNCTION shout(t TEXT) RETURNS TEXT LANGUAGE plpgsql AS $$
-                    BEGIN RETURN upper(t) || '!'; END $$;
-                    INSERT INTO texts SELECT shout('done') -- trailing comment
-                    """#
-                ),
-            ])
-            try await DatabaseConnection.with(url, logger: logger) {
-                try await Migrator(migrations: migrations).migrate($0, logger: logger)
-            }
-            let bodies = try await TestCluster.query(url, "SELECT body FROM texts").map { try $0.decode(String.self) }
-            #expect(bodies == ["it's", #"back\slash"#, #"plain \ backslash"#, " $$ and 'quotes' ", "DONE!"])
-            #expect(try await appliedVersions(url) == [1])
-        }
-    }
-
     @Test func noTransactionFileRunsConcurrentIndexBuilds() async throws {
         try await TestCluster.withScratchDatabase { url in
             let migrations = try set([
