@@ -70,7 +70,8 @@ extension Tenantplane.Migrate {
                 connection per worker), keeps going when a tenant fails, records each outcome in the control \
                 database's ledger, and ends with a per-tenant report; exits non-zero when any tenant failed, \
                 drifted or was not reached. Re-running retries the failed and skips the done: a tenant whose \
-                ledger shows the current files applied is skipped without connecting to it.
+                ledger shows the current files applied is skipped without connecting to it \
+                (--check-every-database connects to those too, and migrates any that are behind after all).
 
                 --canary N migrates N tenants first and stops everything if one of them fails. --wave-size M \
                 then goes on in waves of M, stopping after a wave in which more than --max-failure-rate \
@@ -99,6 +100,10 @@ extension Tenantplane.Migrate {
         @Option(name: .long, help: "Tenant databases migrated at once (default: 8 per database server, at most 32).")
         var concurrency: Int?
         @Flag(name: .customLong("dry-run"), help: "List each tenant's pending files; change nothing.") var dryRun = false
+        @Flag(
+            name: .customLong("check-every-database"),
+            help: "Connect to every tenant database, also those the ledger shows current.")
+        var checkEveryDatabase = false
         @Option(name: .long, help: "Migrate this many tenants first; stop if any of them fails.") var canary = 0
         @Option(name: .customLong("wave-size"), help: "Then migrate in waves of this many tenants.") var waveSize: Int?
         @Option(name: .customLong("max-failure-rate"), help: "Stop after a wave whose failed share exceeds this (0-1).")
@@ -154,6 +159,7 @@ extension Tenantplane.Migrate {
                 var options = FleetMigrationOptions()
                 options.tenants = tenants
                 options.dryRun = dryRun
+                options.checkEveryDatabase = checkEveryDatabase
                 options.canary = canary
                 options.waveSize = waveSize
                 options.maxWaveFailureRate = maxFailureRate
@@ -207,9 +213,10 @@ extension Tenantplane.Migrate {
             commandName: "status",
             abstract: "Migration state of the control database and the fleet: versions, pending, failures, drift.",
             discussion: """
-                Tenant figures come from the control database (what the last runs recorded). --verify connects \
-                to every tenant database and checks its files for drift and pending migrations. Exits non-zero \
-                on checksum drift or failed tenants.
+                Tenant figures come from the control database (what the last runs recorded): no tenant database \
+                is logged in to. --verify logs in to every tenant database, checks its files for drift and \
+                pending migrations, and prints how long that took. Exits non-zero on checksum drift or failed \
+                tenants.
                 """
         )
 
@@ -224,8 +231,13 @@ extension Tenantplane.Migrate {
         struct FleetStatus: Encodable {
             var latestVersion: Int
             var byVersion: [String: Int]
+            /// Tenants whose ledger fingerprint is not the current files':
+            /// the ones the next `migrate tenants` logs in to.
+            var notAtCurrentFiles: Int
             var troubled: [TenantMigrationStanding]
             var verified: [FleetMigrationResult]?
+            /// How long `--verify` took, logging in to every database.
+            var verifyDurationMilliseconds: Double?
         }
 
         func run() async throws {
@@ -234,27 +246,29 @@ extension Tenantplane.Migrate {
                 let context = try CommandContext()
                 let migrations = try MigrationSet(directory: context.settings.controlMigrationsDirectory)
                 let tenantMigrations = try MigrationSet(directory: context.settings.tenantMigrationsDirectory)
-                let (state, counts, troubled) = try await context.withControl { store in
+                let (state, counts, behind, troubled) = try await context.withControl { store in
                     let state = try await Migrator(migrations: migrations).inspect(store.connection.underlying, logger: context.logger)
                     let hasLedger = state.currentVersion >= 2
                     return (
                         state,
                         try await store.tenantVersionCounts(),
+                        hasLedger ? try await store.tenantsNotAt(fingerprint: tenantMigrations.fingerprint) : 0,
                         hasLedger ? try await store.troubledTenants() : []
                     )
                 }
-                var verified: [FleetMigrationResult]?
+                var verification: FleetMigrationReport?
                 if verify {
                     var options = FleetMigrationOptions()
                     options.dryRun = true
                     options.concurrency = 8
-                    verified = try await FleetMigrator(settings: context.settings, logger: context.logger)
-                        .verify(options).results
+                    verification = try await FleetMigrator(settings: context.settings, logger: context.logger).verify(options)
                 }
                 let fleet = FleetStatus(
                     latestVersion: tenantMigrations.latestVersion,
                     byVersion: Dictionary(uniqueKeysWithValues: counts.map { ($0.key.map(String.init) ?? "none", $0.value) }),
-                    troubled: troubled, verified: verified)
+                    notAtCurrentFiles: behind, troubled: troubled, verified: verification?.results,
+                    verifyDurationMilliseconds: verification?.durationMilliseconds)
+                let verified = verification?.results
                 healthy = state.drift.isEmpty && troubled.isEmpty && !(verified ?? []).contains { $0.isFailure }
                 if output.json { return try Output.json(Report(control: state, tenants: fleet)) }
                 Output.line("control: version \(state.currentVersion) (latest file: \(state.latestVersion))")
@@ -265,12 +279,19 @@ extension Tenantplane.Migrate {
                 for (version, count) in counts.sorted(by: { ($0.key ?? -1) < ($1.key ?? -1) }) {
                     Output.line("  at version \(version.map(String.init) ?? "none"): \(count)")
                 }
+                Output.line("  not recorded at the current files (the next migrate tenants logs in to these): \(behind)")
                 for tenant in troubled {
                     Output.line("  \(tenant.outcome?.uppercased() ?? "?"): \(tenant.tenant) at version \(tenant.schemaVersion.map(String.init) ?? "-"): \(tenant.error ?? "")")
                 }
                 for result in verified ?? [] where result.outcome != .current {
                     let detail = result.error ?? (result.pendingFiles ?? []).joined(separator: ", ")
                     Output.line("  verify \(result.target): \(result.outcome.rawValue) \(detail)")
+                }
+                if let verification {
+                    let databases = verification.results.filter { $0.kind == .tenant }.count
+                    Output.line(
+                        "verified \(databases) tenant databases (logged in to each) in "
+                            + "\(Int(verification.durationMilliseconds.rounded())) ms")
                 }
             }
             if !healthy {

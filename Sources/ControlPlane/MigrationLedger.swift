@@ -118,6 +118,19 @@ extension ControlStore {
         return counts
     }
 
+    /// Active and suspended tenants whose ledger does not show `fingerprint`'s
+    /// files applied: those a fleet run logs in to.
+    public func tenantsNotAt(fingerprint: String) async throws -> Int {
+        let rows = try await connection.query(
+            """
+            SELECT count(*)::int FROM tenants
+            WHERE status IN ('active', 'suspended') AND server IS NOT NULL
+              AND migration_fingerprint IS DISTINCT FROM \(fingerprint)
+            """,
+            logger: logger)
+        return try await rows.collect().first?.decode(Int.self) ?? 0
+    }
+
     /// Tenants whose last migration run did not end well.
     public func troubledTenants() async throws -> [TenantMigrationStanding] {
         let rows = try await connection.query(

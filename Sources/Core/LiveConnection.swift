@@ -53,8 +53,17 @@ public struct LiveConnection: Sendable {
     }
 }
 
-/// Session advisory locks (hashed to a key; scoped to the connection's
-/// database). A connection that dies releases its locks.
+/// Session advisory locks, scoped to the connection's database. A
+/// connection that dies releases its locks.
+///
+/// A name's key is `hashtextextended(name, 0)`, 64 bits: with 32-bit
+/// `hashtext` keys, thousands of `tenant:<slug>` names made collisions likely
+/// (200,000 names held two colliding pairs), and a collision makes two
+/// unrelated tenants wait for each other. Binaries before this change took the
+/// 32-bit key of the same name, which does not exclude this one: nothing
+/// refuses an older process against a newer control database (`/readyz` only
+/// refuses a control database that is behind), so stop every older `serve`,
+/// `worker` and CLI command before a newer one takes these locks.
 extension LiveConnection {
     /// Runs `body` holding the session advisory lock `name`, waiting for it
     /// when another session holds it.
@@ -63,7 +72,7 @@ extension LiveConnection {
         logger: Logger,
         _ body: () async throws -> Result
     ) async throws -> Result {
-        try await query("SELECT pg_advisory_lock(hashtext(\(name)))", logger: logger)
+        try await query("SELECT pg_advisory_lock(hashtextextended(\(name), 0))", logger: logger)
         return try await holding(name, logger: logger, body)
     }
 
@@ -74,7 +83,7 @@ extension LiveConnection {
         logger: Logger,
         _ body: () async throws -> Result
     ) async throws -> Result? {
-        let rows = try await query("SELECT pg_try_advisory_lock(hashtext(\(name)))", logger: logger)
+        let rows = try await query("SELECT pg_try_advisory_lock(hashtextextended(\(name), 0))", logger: logger)
         guard try await rows.collect().first?.decode(Bool.self) == true else { return nil }
         return try await holding(name, logger: logger, body)
     }
@@ -86,11 +95,11 @@ extension LiveConnection {
     {
         do {
             let result = try await body()
-            try await query("SELECT pg_advisory_unlock(hashtext(\(name)))", logger: logger)
+            try await query("SELECT pg_advisory_unlock(hashtextextended(\(name), 0))", logger: logger)
             return result
         } catch {
             if !isClosed {
-                _ = try? await query("SELECT pg_advisory_unlock(hashtext(\(name)))", logger: logger)
+                _ = try? await query("SELECT pg_advisory_unlock(hashtextextended(\(name), 0))", logger: logger)
             }
             throw error
         }

@@ -114,12 +114,14 @@ extension TenantStore {
     /// with its audit row, in one transaction. The advisory lock orders writers
     /// of the same step, so two at once get consecutive versions; separate
     /// statements (not one with CTEs) so each sees what the previous one wrote.
+    /// Its key is 64-bit, as `LiveConnection`'s locks are (see there for what
+    /// that means during a deploy).
     public func putPrompt(step: StepName, _ prompt: NewPrompt) async throws -> PromptRecord {
         let variables = try Self.json(prompt.variables)
         let name = step.rawValue
         return try await connection.transaction(logger: logger) { connection in
             try await connection.query(
-                "SELECT pg_advisory_xact_lock(hashtext('tenantplane.prompt.' || \(name)))", logger: logger)
+                "SELECT pg_advisory_xact_lock(hashtextextended('tenantplane.prompt.' || \(name), 0))", logger: logger)
             try await connection.query(
                 "UPDATE prompts SET is_active = false WHERE step = \(name) AND is_active", logger: logger)
             let rows = try await connection.query(

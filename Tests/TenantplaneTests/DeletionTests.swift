@@ -304,7 +304,7 @@ struct BoundedAdminJobTests {
             let free = try await api.tenant("free")
             // Another process holds the first tenant (as a long import would).
             let holder = try await DatabaseConnection.open(api.provisioning.controlURL, logger: TestCluster.logger)
-            _ = try await holder.query("SELECT pg_advisory_lock(hashtext(\("tenant:\(held.slug)")))", logger: TestCluster.logger)
+            _ = try await holder.query("SELECT pg_advisory_lock(hashtextextended(\("tenant:\(held.slug)"), 0))", logger: TestCluster.logger)
 
             let started = ContinuousClock.now
             let suspended = try await api.client.execute(

@@ -192,3 +192,46 @@ struct FleetMigrationTests {
         }
     }
 }
+
+@Suite("Fleet migrations: the ledger is trusted, --verify logs in")
+struct FleetMigrationLedgerTests {
+    @Test func aNoOpRunAndStatusLogInToNoTenantDatabaseAndVerifyLogsInToEveryOne() async throws {
+        try await FleetFixture.with(tenants: 2) { fleet in
+            try fleet.stage("002_more.sql", "CREATE TABLE more (id INT);")
+            let migrated = try await fleet.cli.run("migrate", "tenants")
+            #expect(migrated.exitCode == 0, "\(migrated.stdout)\(migrated.stderr)")
+            // Dropped behind the ledger's back: only a command that logs in
+            // to the tenant's database can tell.
+            let gone = fleet.slugs[0]
+            try await TestCluster.drop(try TenantSlug(gone).databaseName)
+
+            let noOp = try await fleet.cli.run("migrate", "tenants", "--json")
+            #expect(noOp.exitCode == 0, "\(noOp.stdout)\(noOp.stderr)")
+            #expect(try fleet.report(noOp).results.allSatisfy { $0.outcome == .skipped })
+            let status = try await fleet.cli.run("migrate", "status", "--json")
+            #expect(status.exitCode == 0, "\(status.stdout)\(status.stderr)")
+            let trusted = try #require(try status.jsonObject() as? [String: Any])["tenants"] as? [String: Any]
+            #expect(trusted?["not_at_current_files"] as? Int == 0)
+            #expect(trusted?["verified"] == nil)
+            #expect(trusted?["verify_duration_milliseconds"] == nil)
+
+            let verify = try await fleet.cli.run("migrate", "status", "--verify", "--json")
+            #expect(verify.exitCode == 1, "\(verify.stdout)\(verify.stderr)")
+            let checked = try #require(try verify.jsonObject() as? [String: Any])["tenants"] as? [String: Any]
+            let verified = try #require(checked?["verified"] as? [[String: Any]])
+            #expect(verified.count == 2)
+            #expect(verified.first { $0["target"] as? String == gone }?["outcome"] as? String == "failed")
+            #expect(verified.first { $0["target"] as? String == fleet.slugs[1] }?["outcome"] as? String == "current")
+            #expect((checked?["verify_duration_milliseconds"] as? Double ?? 0) > 0)
+            let text = try await fleet.cli.run("migrate", "status", "--verify")
+            #expect(text.exitCode == 1)
+            #expect(text.stdout.contains("verified 2 tenant databases (logged in to each) in "), "\(text.stdout)")
+
+            let every = try await fleet.cli.run("migrate", "tenants", "--check-every-database", "--json")
+            #expect(every.exitCode == 1, "\(every.stdout)\(every.stderr)")
+            let report = try fleet.report(every)
+            #expect(report.outcome(gone) == .failed)
+            #expect(report.outcome(fleet.slugs[1]) == .current)
+        }
+    }
+}
