@@ -8,7 +8,9 @@ import HummingbirdTesting
 import PostgresNIO
 import Testing
 
-@Suite("Warm spares")
+// One at a time: each test copies templates and runs a dozen CLI processes, and the
+// whole suite already keeps both cores busy.
+@Suite("Warm spares", .serialized)
 struct SparesTests {
     /// The fixture's spare rows by state, and whether each row's database exists.
     static func spares(_ fixture: ProvisioningFixture) async throws -> [(name: String, state: String, exists: Bool)] {
