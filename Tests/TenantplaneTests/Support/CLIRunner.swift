@@ -151,7 +151,8 @@ struct CLIRunner: Sendable {
         process.standardInput = FileHandle.nullDevice
         let (exits, exited) = AsyncStream.makeStream(of: Int32.self, bufferingPolicy: .bufferingNewest(1))
         process.terminationHandler = { exited.yield($0.terminationStatus) }
-        try process.run()
+        // On the same queue as every other spawn of this runner (see `spawning`).
+        try Self.spawning.sync { try process.run() }
         let pid = process.processIdentifier
         let finished = Task {
             async let out = Self.readToEnd(stdout.fileHandleForReading)
